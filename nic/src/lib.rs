@@ -1,0 +1,1 @@
+//! rbypass NIC backends.

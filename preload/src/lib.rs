@@ -1,0 +1,1 @@
+//! librbypass.so: the LD_PRELOAD library that will interpose the BSD socket API.
