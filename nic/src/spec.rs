@@ -1,0 +1,93 @@
+//! NIC specifications as users write them (`loop`, `tap:NAME`), parsed into
+//! a device. Backends that later issues add (`xdp:`, `packet:`, `vfio:`)
+//! are recognised and refused with a clear message.
+
+use crate::fault::{FaultConfig, FaultSpecError, FaultyNic};
+use crate::loopback::LoopbackNic;
+use crate::tap::{TapError, TapNic};
+use crate::Nic;
+
+/// A parsed NIC specification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicSpec {
+    /// The in-arena loopback device.
+    Loop,
+    /// A TAP device with this name (created if it does not exist).
+    Tap(String),
+}
+
+/// Errors of parsing or opening a NIC spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("bad NIC spec {0:?}: expected `loop` or `tap:NAME`")]
+    Bad(String),
+    #[error("NIC spec {0:?}: the {1} backend is not available in this build yet; use `loop` or `tap:NAME`")]
+    NotYet(String, &'static str),
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error(transparent)]
+    Faults(#[from] FaultSpecError),
+}
+
+impl std::str::FromStr for NicSpec {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let s = s.trim();
+        match s.split_once(':') {
+            None if s == "loop" || s == "lo" => Ok(NicSpec::Loop),
+            Some(("tap", name)) if !name.is_empty() => Ok(NicSpec::Tap(name.to_string())),
+            Some(("xdp", _)) => Err(SpecError::NotYet(s.into(), "AF_XDP")),
+            Some(("packet", _)) => Err(SpecError::NotYet(s.into(), "AF_PACKET")),
+            Some(("vfio", _)) => Err(SpecError::NotYet(s.into(), "VFIO")),
+            _ => Err(SpecError::Bad(s.into())),
+        }
+    }
+}
+
+impl std::fmt::Display for NicSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NicSpec::Loop => f.write_str("loop"),
+            NicSpec::Tap(n) => write!(f, "tap:{n}"),
+        }
+    }
+}
+
+impl NicSpec {
+    /// Opens the device, wrapped in faults if `RBYPASS_FAULTS` is set.
+    pub fn open(&self) -> Result<Box<dyn Nic>, SpecError> {
+        let nic: Box<dyn Nic> = match self {
+            NicSpec::Loop => Box::new(LoopbackNic::default()),
+            NicSpec::Tap(name) => Box::new(TapNic::open(name)?),
+        };
+        match FaultConfig::from_env()? {
+            Some(cfg) if cfg.is_active() => {
+                tracing::warn!(?cfg, "RBYPASS_FAULTS: injecting faults on {}", nic.name());
+                Ok(Box::new(FaultyNic::new(nic, cfg)))
+            }
+            _ => Ok(nic),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses() {
+        assert_eq!("loop".parse::<NicSpec>().unwrap(), NicSpec::Loop);
+        assert_eq!(
+            "tap:rbt0".parse::<NicSpec>().unwrap(),
+            NicSpec::Tap("rbt0".into())
+        );
+        assert!(matches!(
+            "xdp:eth0".parse::<NicSpec>(),
+            Err(SpecError::NotYet(..))
+        ));
+        assert!(matches!("tap:".parse::<NicSpec>(), Err(SpecError::Bad(_))));
+        assert!(matches!("wifi".parse::<NicSpec>(), Err(SpecError::Bad(_))));
+        assert_eq!(NicSpec::Tap("x".into()).to_string(), "tap:x");
+    }
+}

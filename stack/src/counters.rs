@@ -1,0 +1,152 @@
+//! Counters kept in the arena, per stack and per socket, readable at any time
+//! by another process (stackdump) without the stack lock.
+//!
+//! Each counter is one atomic u64. Writers hold the stack lock, so an
+//! increment is a plain load and store (no locked instruction on the data path).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One monotonically increasing counter.
+#[repr(transparent)]
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`. Only called with the stack lock held, hence no atomic RMW.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Sets to zero.
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+macro_rules! counter_set {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident),* $(,)? }) => {
+        $(#[$m])*
+        #[repr(C)]
+        #[derive(Default, Debug)]
+        pub struct $name {
+            $($(#[$fm])* pub $field: Counter,)*
+        }
+
+        impl $name {
+            /// Every counter with its name, in declaration order.
+            pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+                [$((stringify!($field), self.$field.get()),)*].into_iter()
+            }
+
+            /// Zeroes every counter.
+            pub fn reset(&self) {
+                $(self.$field.reset();)*
+            }
+        }
+    };
+}
+
+counter_set! {
+    /// Stack-wide counters: traffic, and every reason a frame was dropped.
+    StackCounters {
+        rx_frames,
+        rx_bytes,
+        tx_frames,
+        tx_bytes,
+        /// Frame shorter than an Ethernet header or of an unknown ethertype.
+        rx_drop_eth,
+        /// Frame for another MAC address.
+        rx_drop_not_our_mac,
+        /// Malformed ARP, or ARP not for us.
+        rx_drop_arp,
+        /// Bad IPv4 header (version, lengths).
+        rx_drop_ip_hdr,
+        /// Bad IPv4 header checksum.
+        rx_drop_ip_csum,
+        /// IPv4 fragment: rbypass does not reassemble; fragments are dropped and counted.
+        rx_drop_ip_frag,
+        /// IPv4 packet for another address.
+        rx_drop_not_our_ip,
+        /// IPv4 protocol the stack does not handle.
+        rx_drop_ip_proto,
+        /// Malformed or bad-checksum ICMP.
+        rx_drop_icmp,
+        /// Malformed UDP header.
+        rx_drop_udp_hdr,
+        /// Bad UDP checksum.
+        rx_drop_udp_csum,
+        /// UDP to a port with no socket (answered with ICMP port unreachable).
+        rx_udp_no_port,
+        /// UDP dropped because the socket's receive buffer was full.
+        rx_drop_udp_rcvbuf,
+        /// Dropped because packet buffers or queue nodes ran out.
+        drop_no_buffers,
+        /// Frame dropped while waiting for ARP (pending queue full or resolution failed).
+        tx_drop_arp,
+        /// No route to the destination.
+        tx_drop_no_route,
+        arp_requests_sent,
+        arp_replies_sent,
+        arp_replies_received,
+        icmp_echo_replies_sent,
+        icmp_unreach_sent,
+        icmp_unreach_received,
+        udp_rx_datagrams,
+        udp_tx_datagrams,
+    }
+}
+
+counter_set! {
+    /// Per-socket counters.
+    SocketCounters {
+        rx_packets,
+        rx_bytes,
+        tx_packets,
+        tx_bytes,
+        /// Datagrams dropped because the receive buffer was full.
+        rx_drop_rcvbuf,
+        /// Datagrams dropped for lack of packet buffers.
+        rx_drop_nobuf,
+        /// Sends that failed for lack of buffers or a route.
+        tx_errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_and_list() {
+        let c = SocketCounters::default();
+        c.rx_packets.inc();
+        c.rx_bytes.add(100);
+        let v: Vec<_> = c.iter().collect();
+        assert_eq!(v[0], ("rx_packets", 1));
+        assert_eq!(v[1], ("rx_bytes", 100));
+        c.reset();
+        assert_eq!(c.rx_bytes.get(), 0);
+    }
+}

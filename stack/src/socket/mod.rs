@@ -1,0 +1,259 @@
+//! The socket table: fixed slots in the arena, a free list, and the demux
+//! hash that maps (protocol, local port) to the sockets bound there.
+
+pub mod udp;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::counters::SocketCounters;
+use crate::pool::{PktQueue, NIL};
+
+/// A socket handle: its slot in the stack's table and the slot's
+/// incarnation, so a handle kept after close never reaches the slot's next
+/// occupant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub u64);
+
+impl SocketId {
+    /// The handle of slot `index` in its `incarnation`.
+    pub fn new(index: u32, incarnation: u32) -> SocketId {
+        SocketId(u64::from(incarnation) << 32 | u64::from(index))
+    }
+
+    /// Slot index.
+    pub fn index(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// Incarnation of the slot this handle was issued for.
+    pub fn incarnation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// What occupies a socket slot.
+pub mod kind {
+    /// Unused.
+    pub const FREE: u8 = 0;
+    /// A UDP socket.
+    pub const UDP: u8 = 1;
+}
+
+/// Socket flags.
+pub mod flag {
+    /// Has a local port.
+    pub const BOUND: u16 = 1 << 0;
+    /// Has a remote address.
+    pub const CONNECTED: u16 = 1 << 1;
+    /// SO_BROADCAST: may send to broadcast addresses.
+    pub const BROADCAST: u16 = 1 << 2;
+    /// The local port was chosen by the stack.
+    pub const EPHEMERAL: u16 = 1 << 3;
+}
+
+/// One socket. Identity fields change under the slot's seqlock (`gen`) so
+/// that stackdump can copy them from another process without tearing.
+#[repr(C)]
+pub struct SocketSlot {
+    /// Seqlock generation: odd while identity fields change.
+    pub gen: AtomicU32,
+    pub kind: u8,
+    pub _pad0: u8,
+    pub flags: u16,
+    /// Local address and port (network-order bytes, host-order port).
+    pub local_ip: [u8; 4],
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub remote_ip: [u8; 4],
+    /// Next socket in the same demux bucket, or in the free list.
+    pub next: u32,
+    /// Process that opened the socket.
+    pub owner_pid: u32,
+    /// Receive and send buffer limits (bytes).
+    pub rcvbuf: u32,
+    pub sndbuf: u32,
+    /// Pending error (errno), reported once by the next call (SO_ERROR).
+    pub so_error: i32,
+    /// Bumped each time the slot is allocated (see [`SocketId`]).
+    pub incarnation: u32,
+    /// Received datagrams.
+    pub rxq: PktQueue,
+    pub counters: SocketCounters,
+}
+
+/// A consistent copy of a socket's identity, for observers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketInfo {
+    pub id: SocketId,
+    pub kind: u8,
+    pub flags: u16,
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub owner_pid: u32,
+    pub rx_queued: u32,
+    pub rx_queued_bytes: u32,
+    pub rcvbuf: u32,
+}
+
+impl SocketSlot {
+    /// The local address.
+    pub fn local(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::from(self.local_ip), self.local_port)
+    }
+
+    /// The remote address (0.0.0.0:0 if not connected).
+    pub fn remote(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::from(self.remote_ip), self.remote_port)
+    }
+
+    /// Starts a change of identity fields (makes `gen` odd).
+    pub(crate) fn begin_change(&self) {
+        self.gen.fetch_add(1, Ordering::Release);
+    }
+
+    /// Ends a change of identity fields.
+    pub(crate) fn end_change(&self) {
+        self.gen.fetch_add(1, Ordering::Release);
+    }
+
+    /// Copies the identity under the seqlock; safe against a concurrent writer
+    /// in another process. Returns None for a free slot.
+    ///
+    /// # Safety
+    /// `p` must point to a slot inside a live arena mapping.
+    pub unsafe fn read_info(p: *const SocketSlot, id: u32) -> Option<SocketInfo> {
+        // SAFETY (whole fn): caller guarantees p is valid; fields are plain data
+        // copied with volatile reads and validated by the generation check.
+        let gen = unsafe { &(*p).gen };
+        for _ in 0..1000 {
+            let g1 = gen.load(Ordering::Acquire);
+            if g1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let (kind, flags, lip, lport, rip, rport, pid, rxq, rcvbuf, inc) = unsafe {
+                (
+                    std::ptr::read_volatile(std::ptr::addr_of!((*p).kind)),
+                    std::ptr::read_volatile(std::ptr::addr_of!((*p).flags)),
+                    std::ptr::read_volatile(std::ptr::addr_of!((*p).local_ip)),
+                    std::ptr::read_volatile(std::ptr::addr_of!((*p).local_port)),
+                    std::ptr::read_volatile(std::ptr::addr_of!((*p).remote_ip)),
+                    std::ptr::read_volatile(std::ptr::addr_of!((*p).remote_port)),
+                    std::ptr::read_volatile(std::ptr::addr_of!((*p).owner_pid)),
+                    std::ptr::read_volatile(std::ptr::addr_of!((*p).rxq)),
+                    std::ptr::read_volatile(std::ptr::addr_of!((*p).rcvbuf)),
+                    std::ptr::read_volatile(std::ptr::addr_of!((*p).incarnation)),
+                )
+            };
+            std::sync::atomic::fence(Ordering::Acquire);
+            if gen.load(Ordering::Relaxed) != g1 {
+                continue;
+            }
+            if kind == kind::FREE {
+                return None;
+            }
+            return Some(SocketInfo {
+                id: SocketId::new(id, inc),
+                kind,
+                flags,
+                local: SocketAddrV4::new(Ipv4Addr::from(lip), lport),
+                remote: SocketAddrV4::new(Ipv4Addr::from(rip), rport),
+                owner_pid: pid,
+                rx_queued: rxq.count,
+                rx_queued_bytes: rxq.bytes,
+                rcvbuf,
+            });
+        }
+        None
+    }
+}
+
+/// Errors of socket calls, each with the errno the BSD API reports for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SockError {
+    #[error("operation would block")]
+    WouldBlock,
+    #[error("address already in use")]
+    AddrInUse,
+    #[error("cannot assign requested address")]
+    AddrNotAvailable,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("socket is not connected")]
+    NotConnected,
+    #[error("message too long")]
+    MessageTooLong,
+    #[error("permission denied (broadcast needs SO_BROADCAST)")]
+    Access,
+    #[error("no buffer space available")]
+    NoBuffers,
+    #[error("network is unreachable")]
+    NetUnreachable,
+    #[error("connection refused")]
+    ConnRefused,
+    #[error("bad socket handle")]
+    BadSocket,
+    #[error("too many open sockets in this stack")]
+    TooManySockets,
+    #[error("no free ephemeral port")]
+    NoPorts,
+}
+
+impl SockError {
+    /// The errno a BSD socket call would set.
+    pub fn errno(self) -> i32 {
+        match self {
+            SockError::WouldBlock => libc::EAGAIN,
+            SockError::AddrInUse => libc::EADDRINUSE,
+            SockError::AddrNotAvailable | SockError::NoPorts => libc::EADDRNOTAVAIL,
+            SockError::Invalid => libc::EINVAL,
+            SockError::NotConnected => libc::ENOTCONN,
+            SockError::MessageTooLong => libc::EMSGSIZE,
+            SockError::Access => libc::EACCES,
+            SockError::NoBuffers => libc::ENOBUFS,
+            SockError::NetUnreachable => libc::ENETUNREACH,
+            SockError::ConnRefused => libc::ECONNREFUSED,
+            SockError::BadSocket => libc::EBADF,
+            SockError::TooManySockets => libc::ENFILE,
+        }
+    }
+
+    /// The error for a pending errno (SO_ERROR).
+    pub fn from_errno(e: i32) -> SockError {
+        match e {
+            libc::ECONNREFUSED => SockError::ConnRefused,
+            libc::ENETUNREACH | libc::EHOSTUNREACH => SockError::NetUnreachable,
+            libc::EMSGSIZE => SockError::MessageTooLong,
+            _ => SockError::Invalid,
+        }
+    }
+}
+
+/// Ephemeral port range (Linux's default ip_local_port_range).
+pub const EPHEMERAL_FIRST: u16 = 32768;
+/// Last ephemeral port.
+pub const EPHEMERAL_LAST: u16 = 60999;
+
+/// Demux bucket of (protocol, port).
+pub(crate) fn bucket(nbuckets: usize, proto: u8, port: u16) -> usize {
+    let h = (u32::from(port) | (u32::from(proto) << 16)).wrapping_mul(0x9e37_79b1);
+    (h >> 7) as usize & (nbuckets - 1)
+}
+
+/// Formats a fresh socket table: every slot free and on the free list.
+pub(crate) fn format(sockets: &mut [SocketSlot], hash: &mut [u32]) -> u32 {
+    let n = sockets.len();
+    for (i, s) in sockets.iter_mut().enumerate() {
+        // SAFETY: SocketSlot is plain data and atomics; all-zero is a valid value.
+        unsafe { std::ptr::write_bytes(s as *mut SocketSlot, 0, 1) };
+        s.rxq = PktQueue::EMPTY;
+        s.next = if i + 1 < n { i as u32 + 1 } else { NIL };
+    }
+    hash.fill(NIL);
+    if n > 0 {
+        0
+    } else {
+        NIL
+    }
+}

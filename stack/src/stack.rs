@@ -1,0 +1,556 @@
+//! A process's handle on a stack ([`Stack`]) and the view of its state that
+//! the stack lock grants ([`Core`], through [`StackGuard`]).
+//!
+//! `Core` is where the protocol logic runs. It is sans-IO: a NIC backend
+//! hands it received frames with [`Core::receive`], advances time with
+//! [`Core::poll`], and takes frames to transmit with [`Core::dequeue_tx`].
+
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use crate::arena::{
+    self, Arena, ArenaError, ArenaHeader, CoreState, Layout, Published, StackConfig,
+};
+use crate::iface::arp_cache::ArpEntry;
+use crate::iface::IfaceConfig;
+use crate::pool::{BufId, PktMeta, PktQueue, Pool, PoolHdr, QNode, NIL};
+use crate::socket::{self, SocketInfo, SocketSlot};
+use crate::timer::{TimerEntry, TimerWheel, TimerWheelHdr};
+
+/// A process's attachment to a stack arena.
+pub struct Stack {
+    arena: Arena,
+    lay: Layout,
+    cfg: StackConfig,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("path", &self.arena.path())
+            .finish()
+    }
+}
+
+impl Stack {
+    /// Creates a private stack for this process (removed when dropped).
+    pub fn create_private(cfg: &StackConfig, iface: IfaceConfig) -> Result<Stack, ArenaError> {
+        let path = arena::path_for_pid(std::process::id());
+        // A previous run of a process with our pid cannot still be alive.
+        let _ = std::fs::remove_file(&path);
+        let mut s = Self::create_at(&path, "", cfg, iface)?;
+        s.arena.set_unlink_on_drop(true);
+        Ok(s)
+    }
+
+    /// Creates a named stack other processes can attach to by name.
+    pub fn create_named(
+        name: &str,
+        cfg: &StackConfig,
+        iface: IfaceConfig,
+    ) -> Result<Stack, ArenaError> {
+        arena::validate_name(name)?;
+        Self::create_at(&arena::path_for_name(name), name, cfg, iface)
+    }
+
+    /// Creates a stack at an explicit path (tests, private stacks).
+    pub fn create_at(
+        path: &Path,
+        name: &str,
+        cfg: &StackConfig,
+        iface: IfaceConfig,
+    ) -> Result<Stack, ArenaError> {
+        // Time starts at 0: callers may drive the stack with a virtual clock or
+        // with CLOCK_MONOTONIC, and the first poll moves it forward either way.
+        let now = 0;
+        let arena = Arena::create(path, name, cfg, |a| {
+            let lay = Layout::for_config(cfg);
+            // SAFETY: the arena is still private to us; formatting writes every table.
+            let mut core = unsafe { Core::from_arena(a, &lay, cfg) };
+            core.format(iface, now, cfg);
+        })?;
+        Ok(Stack {
+            lay: arena.header().layout,
+            cfg: arena.header().config,
+            arena,
+        })
+    }
+
+    /// Attaches read-write to a named stack.
+    pub fn open_named(name: &str) -> Result<Stack, ArenaError> {
+        arena::validate_name(name)?;
+        Self::open_at(&arena::path_for_name(name))
+    }
+
+    /// Attaches read-write to the stack at `path`.
+    pub fn open_at(path: &Path) -> Result<Stack, ArenaError> {
+        let arena = Arena::open(path)?;
+        Ok(Stack {
+            lay: arena.header().layout,
+            cfg: arena.header().config,
+            arena,
+        })
+    }
+
+    /// Attaches to the named stack, creating it if it does not exist yet.
+    pub fn open_or_create_named(
+        name: &str,
+        cfg: &StackConfig,
+        iface: IfaceConfig,
+    ) -> Result<Stack, ArenaError> {
+        loop {
+            match Self::open_named(name) {
+                Err(ArenaError::NotFound(_)) => {}
+                other => return other,
+            }
+            match Self::create_named(name, cfg, iface) {
+                Err(ArenaError::Exists(_)) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Removes the stack's file when this handle is dropped.
+    pub fn set_remove_on_drop(&mut self, yes: bool) {
+        self.arena.set_unlink_on_drop(yes);
+    }
+
+    /// The underlying arena mapping.
+    pub fn arena(&self) -> &Arena {
+        &self.arena
+    }
+
+    /// The stack's capacities.
+    pub fn config(&self) -> &StackConfig {
+        &self.cfg
+    }
+
+    /// The arena header (counters, lock, identity).
+    pub fn header(&self) -> &ArenaHeader {
+        self.arena.header()
+    }
+
+    /// Takes the stack lock.
+    pub fn lock(&self) -> StackGuard<'_> {
+        self.arena.header().lock.lock();
+        // SAFETY: the lock is held until the guard drops; the arena outlives it.
+        let core = unsafe { Core::from_arena(&self.arena, &self.lay, &self.cfg) };
+        StackGuard { stack: self, core }
+    }
+
+    /// Takes the stack lock if it is free, else posts `work` for its holder.
+    pub fn try_lock_or_post(&self, work: u32) -> Option<StackGuard<'_>> {
+        match self.arena.header().lock.try_lock_or_post(work) {
+            crate::lock::LockOrPost::Locked => {
+                // SAFETY: as in `lock`.
+                let core = unsafe { Core::from_arena(&self.arena, &self.lay, &self.cfg) };
+                Some(StackGuard { stack: self, core })
+            }
+            crate::lock::LockOrPost::Posted => None,
+        }
+    }
+
+    /// A consistent copy of the published state (interface, usage), without the lock.
+    pub fn snapshot(&self) -> Published {
+        self.arena.snapshot()
+    }
+
+    /// Identity of every open socket, read without the lock (as stackdump does).
+    pub fn sockets(&self) -> Vec<SocketInfo> {
+        sockets_of(&self.arena)
+    }
+}
+
+/// Identity of every open socket of an arena (which may be mapped read-only).
+pub fn sockets_of(arena: &Arena) -> Vec<SocketInfo> {
+    let h = arena.header();
+    let n = h.config.max_sockets;
+    let base = arena.region::<SocketSlot>(h.layout.sockets_off, n.into());
+    (0..n)
+        .filter_map(|i| {
+            // SAFETY: i < max_sockets, inside the region checked by `region`.
+            unsafe { SocketSlot::read_info(base.add(i as usize), i) }
+        })
+        .collect()
+}
+
+/// Per-socket counters of an arena, read without the lock.
+pub fn socket_counters_of(arena: &Arena, id: socket::SocketId) -> Option<Vec<(&'static str, u64)>> {
+    let h = arena.header();
+    if id.index() >= h.config.max_sockets {
+        return None;
+    }
+    let base = arena.region::<SocketSlot>(h.layout.sockets_off, h.config.max_sockets.into());
+    // SAFETY: in range; counters are atomics.
+    let slot = unsafe { &*base.add(id.index() as usize) };
+    Some(slot.counters.iter().collect())
+}
+
+/// The stack lock, held. Dereferences to [`Core`]; releasing hands over any
+/// work other threads posted meanwhile.
+pub struct StackGuard<'s> {
+    stack: &'s Stack,
+    core: Core<'s>,
+}
+
+impl<'s> StackGuard<'s> {
+    /// The stack this guard locks.
+    pub fn stack(&self) -> &'s Stack {
+        self.stack
+    }
+}
+
+impl<'s> Deref for StackGuard<'s> {
+    type Target = Core<'s>;
+    fn deref(&self) -> &Core<'s> {
+        &self.core
+    }
+}
+
+impl<'s> DerefMut for StackGuard<'s> {
+    fn deref_mut(&mut self) -> &mut Core<'s> {
+        &mut self.core
+    }
+}
+
+impl Drop for StackGuard<'_> {
+    fn drop(&mut self) {
+        let lock = &self.stack.arena.header().lock;
+        loop {
+            let work = lock.unlock_or_take_work();
+            if work == 0 {
+                break;
+            }
+            // Work posted by a thread that could not take the lock: record it
+            // for the next poller (the NIC driver), which owns the I/O.
+            self.core.st.pending_work |= work;
+        }
+    }
+}
+
+/// The stack's state, borrowed from the arena while the lock is held.
+pub struct Core<'a> {
+    pub(crate) hdr: &'a ArenaHeader,
+    pub(crate) st: &'a mut CoreState,
+    pub(crate) sockets: &'a mut [SocketSlot],
+    pub(crate) hash: &'a mut [u32],
+    pub(crate) arp: &'a mut [ArpEntry],
+    pub(crate) timers: TimerWheel<'a>,
+    pub(crate) loop_ring: &'a mut [u32],
+    /// The packet-buffer pool (NIC backends allocate from it).
+    pub pool: Pool<'a>,
+}
+
+impl<'a> Core<'a> {
+    /// Builds the view from the arena.
+    ///
+    /// # Safety
+    /// The caller holds the stack lock (or the arena is not yet shared), so
+    /// no other `Core` for this arena exists while this one lives, and the
+    /// arena is writable.
+    pub(crate) unsafe fn from_arena(a: &'a Arena, lay: &Layout, cfg: &StackConfig) -> Core<'a> {
+        let n = |v: u32| u64::from(v);
+        // SAFETY (all slices below): `region` bounds-checks each table, tables
+        // do not overlap (Layout places them one after another), and the lock
+        // gives this view exclusive access to everything outside atomics.
+        unsafe {
+            let hdr = a.header();
+            let st = &mut *a.region::<CoreState>(lay.core_off, 1);
+            let pool_hdr = &mut *a.region::<PoolHdr>(lay.pool_hdr_off, 1);
+            let timer_hdr = &mut *a.region::<TimerWheelHdr>(lay.timer_hdr_off, 1);
+            let sockets = std::slice::from_raw_parts_mut(
+                a.region(lay.sockets_off, n(cfg.max_sockets)),
+                cfg.max_sockets as usize,
+            );
+            let hash = std::slice::from_raw_parts_mut(
+                a.region(lay.sock_hash_off, n(cfg.hash_buckets())),
+                cfg.hash_buckets() as usize,
+            );
+            let qnodes = std::slice::from_raw_parts_mut(
+                a.region::<QNode>(lay.qnodes_off, n(cfg.max_qnodes())),
+                cfg.max_qnodes() as usize,
+            );
+            let arp = std::slice::from_raw_parts_mut(
+                a.region(lay.arp_off, n(cfg.arp_entries)),
+                cfg.arp_entries as usize,
+            );
+            let timer_slots = std::slice::from_raw_parts_mut(
+                a.region(lay.timer_slots_off, n(cfg.timer_slots)),
+                cfg.timer_slots as usize,
+            );
+            let timer_entries = std::slice::from_raw_parts_mut(
+                a.region::<TimerEntry>(lay.timer_entries_off, n(cfg.max_timers())),
+                cfg.max_timers() as usize,
+            );
+            let loop_ring = std::slice::from_raw_parts_mut(
+                a.region(lay.loop_ring_off, n(cfg.max_bufs)),
+                cfg.max_bufs as usize,
+            );
+            let meta = std::slice::from_raw_parts_mut(
+                a.region::<PktMeta>(lay.buf_meta_off, n(cfg.max_bufs)),
+                cfg.max_bufs as usize,
+            );
+            let free = std::slice::from_raw_parts_mut(
+                a.region(lay.buf_free_off, n(cfg.max_bufs)),
+                cfg.max_bufs as usize,
+            );
+            let data = a.region::<u8>(
+                lay.buf_data_off,
+                n(cfg.max_bufs) * crate::pool::BUF_SIZE as u64,
+            );
+            Core {
+                hdr,
+                st,
+                sockets,
+                hash,
+                arp,
+                timers: TimerWheel::attach(timer_hdr, timer_slots, timer_entries),
+                loop_ring,
+                pool: Pool {
+                    meta,
+                    free,
+                    free_top: &mut pool_hdr.free_top,
+                    qnodes,
+                    qnode_free: &mut pool_hdr.qnode_free,
+                    data,
+                },
+            }
+        }
+    }
+
+    /// Writes a fresh, empty stack into the tables.
+    fn format(&mut self, iface: IfaceConfig, now: u64, cfg: &StackConfig) {
+        self.pool.format();
+        self.st.sock_free = socket::format(self.sockets, self.hash);
+        for e in self.arp.iter_mut() {
+            *e = ArpEntry::FREE;
+        }
+        self.timers.reset(u64::from(cfg.timer_tick_us) * 1000, now);
+        self.st.published = Published {
+            iface,
+            ..Published::default()
+        };
+        self.st.tx_queue = PktQueue::EMPTY;
+        self.st.loop_head = 0;
+        self.st.loop_tail = 0;
+        self.st.pending_work = 0;
+        self.st.arp_clock = 0;
+        self.st.last_now_ns = now;
+        self.st.icmp_tokens = crate::iface::ICMP_BURST;
+        self.st.icmp_refill_ns = now;
+        // Start ephemeral ports at a per-stack point, as Linux randomises.
+        let seed = crate::clock::now_ns() ^ u64::from(std::process::id()).rotate_left(32);
+        self.st.ephemeral_next = socket::EPHEMERAL_FIRST
+            + (seed % u64::from(socket::EPHEMERAL_LAST - socket::EPHEMERAL_FIRST)) as u16;
+    }
+
+    /// The arena header (counters, config).
+    pub fn header(&self) -> &ArenaHeader {
+        self.hdr
+    }
+
+    /// The interface configuration.
+    pub fn iface(&self) -> IfaceConfig {
+        self.st.published.iface
+    }
+
+    /// Changes the interface configuration (addresses learnt from the kernel, say).
+    pub fn set_iface(&mut self, iface: IfaceConfig) {
+        self.publish(|p| p.iface = iface);
+    }
+
+    /// Updates the published state under the seqlock.
+    pub(crate) fn publish(&mut self, f: impl FnOnce(&mut Published)) {
+        self.hdr.pub_gen.fetch_add(1, Ordering::AcqRel);
+        std::sync::atomic::fence(Ordering::Release);
+        f(&mut self.st.published);
+        self.st.published.change_count = self.st.published.change_count.wrapping_add(1);
+        self.hdr.pub_gen.fetch_add(1, Ordering::Release);
+    }
+
+    /// Refreshes the published usage figures.
+    pub(crate) fn publish_usage(&mut self) {
+        let bufs = self.pool.capacity() - self.pool.free_count();
+        let socks = self
+            .sockets
+            .iter()
+            .filter(|s| s.kind != socket::kind::FREE)
+            .count() as u32;
+        if self.st.published.bufs_in_use != bufs || self.st.published.sockets_in_use != socks {
+            self.publish(|p| {
+                p.bufs_in_use = bufs;
+                p.sockets_in_use = socks;
+            });
+        }
+    }
+
+    /// Takes the work bits other threads posted (see [`crate::lock`]).
+    pub fn take_pending_work(&mut self) -> u32 {
+        std::mem::take(&mut self.st.pending_work)
+    }
+
+    /// Last time passed in, ns.
+    pub fn now(&self) -> u64 {
+        self.st.last_now_ns
+    }
+
+    /// Takes the next frame to transmit; the caller owns its reference.
+    pub fn dequeue_tx(&mut self) -> Option<BufId> {
+        let b = self.pool.dequeue(&mut self.st.tx_queue, 0)?;
+        let len = u64::from(self.pool.meta(b).len);
+        self.hdr.counters.tx_frames.inc();
+        self.hdr.counters.tx_bytes.add(len);
+        Some(b)
+    }
+
+    /// Whether frames wait to be transmitted.
+    pub fn has_tx(&self) -> bool {
+        !self.st.tx_queue.is_empty()
+    }
+
+    /// Puts a frame the NIC could not take back at the head of the TX queue.
+    pub fn requeue_tx_front(&mut self, b: BufId) {
+        let len = u64::from(self.pool.meta(b).len);
+        let mut q = PktQueue::EMPTY;
+        if self.pool.enqueue(&mut q, b, 0).is_err() {
+            self.hdr.counters.drop_no_buffers.inc();
+            self.pool.put(b);
+            return;
+        }
+        // Splice the one-node queue in front.
+        if !self.st.tx_queue.is_empty() {
+            self.pool.qnodes[q.head as usize].next = self.st.tx_queue.head;
+            q.tail = self.st.tx_queue.tail;
+        }
+        q.count += self.st.tx_queue.count;
+        self.st.tx_queue = q;
+        // Undo the counting dequeue_tx did.
+        let c = &self.hdr.counters;
+        c.tx_frames.add(u64::MAX);
+        c.tx_bytes.add(len.wrapping_neg());
+    }
+
+    /// Queues a finished frame for the NIC.
+    pub(crate) fn queue_tx(&mut self, b: BufId) {
+        if self.pool.enqueue(&mut self.st.tx_queue, b, 0).is_err() {
+            self.hdr.counters.drop_no_buffers.inc();
+            self.pool.put(b);
+        }
+    }
+
+    /// Pushes a frame onto the in-arena loopback ring (frames to our own
+    /// addresses, and every frame of the `loop` NIC). Consumes the reference.
+    pub fn loop_push(&mut self, b: BufId) {
+        let cap = self.loop_ring.len() as u32;
+        if self.st.loop_tail.wrapping_sub(self.st.loop_head) >= cap {
+            self.hdr.counters.drop_no_buffers.inc();
+            self.pool.put(b);
+            return;
+        }
+        self.loop_ring[(self.st.loop_tail % cap) as usize] = b.0;
+        self.st.loop_tail = self.st.loop_tail.wrapping_add(1);
+    }
+
+    fn loop_pop(&mut self) -> Option<BufId> {
+        if self.st.loop_head == self.st.loop_tail {
+            return None;
+        }
+        let cap = self.loop_ring.len() as u32;
+        let b = self.loop_ring[(self.st.loop_head % cap) as usize];
+        self.st.loop_head = self.st.loop_head.wrapping_add(1);
+        Some(BufId(b))
+    }
+
+    /// Advances time: delivers looped-back frames and fires due timers.
+    /// Returns whether anything was done.
+    pub fn poll(&mut self, now: u64) -> bool {
+        if now > self.st.last_now_ns {
+            self.st.last_now_ns = now;
+        }
+        let mut did = false;
+        let pending = self.st.loop_tail.wrapping_sub(self.st.loop_head);
+        for _ in 0..pending {
+            let Some(b) = self.loop_pop() else { break };
+            self.receive(b, now);
+            did = true;
+        }
+        while let Some(f) = self.timers.pop_expired(now) {
+            self.on_timer(f, now);
+            did = true;
+        }
+        self.publish_usage();
+        did
+    }
+
+    /// When the stack next needs [`Core::poll`] even if no frame arrives.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.st.loop_head != self.st.loop_tail {
+            return Some(self.st.last_now_ns);
+        }
+        self.timers.next_expiry()
+    }
+
+    fn on_timer(&mut self, f: crate::timer::Fired, now: u64) {
+        match f.kind {
+            TIMER_ARP => self.arp_timer(f.owner as usize, now),
+            other => tracing::warn!(kind = other, "timer of unknown kind fired; ignored"),
+        }
+    }
+
+    /// Timer id of ARP entry `i`.
+    pub(crate) fn arp_timer_id(i: usize) -> u32 {
+        i as u32
+    }
+
+    /// Number of free packet buffers.
+    pub fn free_buffers(&self) -> u32 {
+        self.pool.free_count()
+    }
+
+    /// Length of the transmit queue.
+    pub fn tx_queue_len(&self) -> u32 {
+        self.st.tx_queue.count
+    }
+
+    /// Sanity check of the tables, for tests: every buffer is either free or
+    /// referenced, and no buffer is on the free stack twice.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        let cap = self.pool.capacity() as usize;
+        let mut on_free = vec![false; cap];
+        for i in 0..self.pool.free_count() as usize {
+            let b = self.pool.free[i] as usize;
+            if b >= cap {
+                return Err(format!("free stack holds out-of-range buffer {b}"));
+            }
+            if on_free[b] {
+                return Err(format!("buffer {b} is on the free stack twice"));
+            }
+            on_free[b] = true;
+            if self.pool.refcnt(BufId(b as u32)) != 0 {
+                return Err(format!(
+                    "free buffer {b} has refcount {}",
+                    self.pool.refcnt(BufId(b as u32))
+                ));
+            }
+        }
+        for (b, free) in on_free.iter().enumerate() {
+            if !free && self.pool.refcnt(BufId(b as u32)) == 0 {
+                return Err(format!("buffer {b} leaked: not free, refcount 0"));
+            }
+        }
+        let mut n = 0u32;
+        let mut q = *self.pool.qnode_free;
+        while q != NIL {
+            n += 1;
+            if n as usize > self.pool.qnodes.len() {
+                return Err("queue-node free list has a cycle".into());
+            }
+            q = self.pool.qnodes[q as usize].next;
+        }
+        Ok(())
+    }
+}
+
+/// Timer kind: ARP entry retry or expiry.
+pub(crate) const TIMER_ARP: u16 = 1;
