@@ -50,7 +50,7 @@ fn writer_child() {
             if c.udp_bind(s, SocketAddrV4::new(ip, p)).is_ok() {
                 let _ = c.udp_connect(s, SocketAddrV4::new(ip, p + 1));
             }
-            if k % 3 != 0 {
+            if !k.is_multiple_of(3) {
                 let _ = c.udp_close(s);
             }
         }

@@ -191,7 +191,7 @@ fn run_role(s: &Setup, role: &str) -> std::process::Output {
         .args([
             "netns",
             "exec",
-            &s.ns.name(),
+            s.ns.name(),
             exe,
             "kernel_peer_role",
             "--exact",

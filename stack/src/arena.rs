@@ -583,7 +583,7 @@ impl Arena {
     pub(crate) fn region<T>(&self, off: u64, n: u64) -> *mut T {
         let end = off.saturating_add(n.saturating_mul(size_of::<T>() as u64));
         assert!(
-            end <= self.map.len() as u64 && off % align_of::<T>() as u64 == 0,
+            end <= self.map.len() as u64 && off.is_multiple_of(align_of::<T>() as u64),
             "arena region out of bounds"
         );
         // SAFETY: just checked to be inside the mapping.
