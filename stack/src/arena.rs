@@ -279,6 +279,8 @@ pub struct CoreState {
     pub published: Published,
     /// Head of the free socket list.
     pub sock_free: u32,
+    /// Sockets open (slots not free).
+    pub sockets_open: u32,
     /// Next ephemeral port to try.
     pub ephemeral_next: u16,
     pub _pad0: u16,

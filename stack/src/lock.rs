@@ -50,9 +50,38 @@ impl Default for StackLock {
     }
 }
 
-fn gettid() -> u32 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    unsafe { libc::gettid() as u32 }
+/// Bumped in every fork child, so cached ids from the parent are not reused.
+static FORK_GEN: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_fork_child() {
+    FORK_GEN.fetch_add(1, Ordering::Relaxed);
+}
+
+thread_local! {
+    /// (fork generation, tid, pid) of this thread, cached: two system calls
+    /// per lock would cost more than the lock.
+    static IDS: std::cell::Cell<(u32, u32, u32)> = const { std::cell::Cell::new((u32::MAX, 0, 0)) };
+}
+
+/// This thread's (tid, pid), without a system call after the first time.
+fn thread_ids() -> (u32, u32) {
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only touches an atomic; it runs in
+        // the child after fork, where that is async-signal-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(on_fork_child)) };
+    });
+    let gen = FORK_GEN.load(Ordering::Relaxed);
+    IDS.with(|c| {
+        let (g, tid, pid) = c.get();
+        if g == gen {
+            return (tid, pid);
+        }
+        // SAFETY: gettid and getpid have no preconditions and cannot fail.
+        let ids = unsafe { (libc::gettid() as u32, libc::getpid() as u32) };
+        c.set((gen, ids.0, ids.1));
+        ids
+    })
 }
 
 fn futex_wait(word: &AtomicU32, expected: u32) {
@@ -89,8 +118,9 @@ impl StackLock {
     }
 
     fn set_owner(&self) {
-        self.owner_tid.store(gettid(), Ordering::Relaxed);
-        self.owner_pid.store(std::process::id(), Ordering::Relaxed);
+        let (tid, pid) = thread_ids();
+        self.owner_tid.store(tid, Ordering::Relaxed);
+        self.owner_pid.store(pid, Ordering::Relaxed);
     }
 
     /// Takes the lock if it is free.
@@ -236,6 +266,30 @@ mod tests {
         assert_eq!(l.unlock_or_take_work(), 0);
         assert!(!l.is_locked());
         assert_eq!(l.owner_tid(), 0);
+    }
+
+    #[test]
+    fn owner_ids_are_fresh_after_fork() {
+        let l = StackLock::new();
+        assert!(l.try_lock());
+        let parent_tid = l.owner_tid();
+        while l.unlock_or_take_work() != 0 {}
+        // SAFETY: the child only uses the lock (atomics, cached ids) and _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok =
+                l.try_lock() && l.owner_pid() == std::process::id() && l.owner_tid() != parent_tid;
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child saw stale ids"
+        );
     }
 
     #[test]

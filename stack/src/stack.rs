@@ -323,6 +323,7 @@ impl<'a> Core<'a> {
     fn format(&mut self, iface: IfaceConfig, now: u64, cfg: &StackConfig) {
         self.pool.format();
         self.st.sock_free = socket::format(self.sockets, self.hash);
+        self.st.sockets_open = 0;
         for e in self.arp.iter_mut() {
             *e = ArpEntry::FREE;
         }
@@ -372,11 +373,7 @@ impl<'a> Core<'a> {
     /// Refreshes the published usage figures.
     pub(crate) fn publish_usage(&mut self) {
         let bufs = self.pool.capacity() - self.pool.free_count();
-        let socks = self
-            .sockets
-            .iter()
-            .filter(|s| s.kind != socket::kind::FREE)
-            .count() as u32;
+        let socks = self.st.sockets_open;
         if self.st.published.bufs_in_use != bufs || self.st.published.sockets_in_use != socks {
             self.publish(|p| {
                 p.bufs_in_use = bufs;

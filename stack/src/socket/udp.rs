@@ -80,6 +80,7 @@ impl Core<'_> {
         slot.incarnation = slot.incarnation.wrapping_add(1);
         let id = SocketId::new(i, slot.incarnation);
         slot.end_change();
+        self.st.sockets_open += 1;
         self.publish_usage();
         Ok(id)
     }
@@ -97,6 +98,7 @@ impl Core<'_> {
         slot.next = self.st.sock_free;
         slot.end_change();
         self.st.sock_free = s.index();
+        self.st.sockets_open -= 1;
         self.pool.purge(&mut q);
         self.publish_usage();
         Ok(())
@@ -439,20 +441,26 @@ impl Core<'_> {
     pub(crate) fn udp_deliver(&mut self, b: BufId, d: Delivery) -> bool {
         let pay = u64::from(self.pool.meta(b).pay_len);
         if d.is_broadcast {
-            let targets: Vec<u32> = self
-                .bound_on(d.dst.port())
-                .filter(|&i| {
-                    let sl = &self.sockets[i as usize];
-                    let l = Ipv4Addr::from(sl.local_ip);
-                    (l.is_unspecified() || l == *d.dst.ip()) && sl.flags & flag::CONNECTED == 0
-                })
-                .collect();
-            for &i in &targets {
-                self.pool.get(b);
-                self.enqueue_datagram(i, b, pay);
+            // Walk the bucket in place: delivery never changes hash links.
+            let mut delivered = false;
+            let mut cur = self.hash[bucket(self.hash.len(), kind::UDP, d.dst.port())];
+            while cur != NIL {
+                let sl = &self.sockets[cur as usize];
+                let next = sl.next;
+                let l = Ipv4Addr::from(sl.local_ip);
+                if sl.kind == kind::UDP
+                    && sl.local_port == d.dst.port()
+                    && (l.is_unspecified() || l == *d.dst.ip())
+                    && sl.flags & flag::CONNECTED == 0
+                {
+                    self.pool.get(b);
+                    self.enqueue_datagram(cur, b, pay);
+                    delivered = true;
+                }
+                cur = next;
             }
             self.pool.put(b);
-            return !targets.is_empty();
+            return delivered;
         }
         let mut best: Option<(u32, u8)> = None;
         for i in self.bound_on(d.dst.port()) {
@@ -508,12 +516,17 @@ impl Core<'_> {
     /// An ICMP error about a datagram we sent from `local` to `remote`:
     /// connected sockets report it on their next call, as Linux does.
     pub(crate) fn udp_icmp_error(&mut self, local: SocketAddrV4, remote: SocketAddrV4, errno: i32) {
-        let ids: Vec<u32> = self.bound_on(local.port()).collect();
-        for i in ids {
-            let sl = &mut self.sockets[i as usize];
-            if sl.flags & flag::CONNECTED != 0 && sl.remote() == remote {
+        let mut cur = self.hash[bucket(self.hash.len(), kind::UDP, local.port())];
+        while cur != NIL {
+            let sl = &mut self.sockets[cur as usize];
+            if sl.kind == kind::UDP
+                && sl.local_port == local.port()
+                && sl.flags & flag::CONNECTED != 0
+                && sl.remote() == remote
+            {
                 sl.so_error = errno;
             }
+            cur = sl.next;
         }
     }
 }
