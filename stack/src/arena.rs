@@ -592,6 +592,16 @@ impl Arena {
         unsafe { self.map.as_mut_ptr().add(off as usize).cast::<T>() }
     }
 
+    /// A table of `n` values of `T` at byte offset `off`, bounds checked.
+    ///
+    /// # Safety
+    /// No other reference to that memory may be alive in this process while
+    /// the slice is (the stack lock gives that), and the mapping is writable.
+    pub(crate) unsafe fn table<'a, T>(&'a self, off: u64, n: u32) -> &'a mut [T] {
+        // SAFETY: `region` checked bounds and alignment; exclusivity is the caller's.
+        unsafe { std::slice::from_raw_parts_mut(self.region::<T>(off, u64::from(n)), n as usize) }
+    }
+
     /// Copies the published part of the core state with the seqlock, so a
     /// reader in another process never sees a torn value.
     pub fn snapshot(&self) -> Published {

@@ -86,6 +86,7 @@ impl Stack {
     /// Attaches read-write to the stack at `path`.
     pub fn open_at(path: &Path) -> Result<Stack, ArenaError> {
         let arena = Arena::open(path)?;
+        tracing::debug!(path = %path.display(), creator = arena.header().creator_pid, "attached to stack arena");
         Ok(Stack {
             lay: arena.header().layout,
             cfg: arena.header().config,
@@ -250,54 +251,26 @@ impl<'a> Core<'a> {
     /// no other `Core` for this arena exists while this one lives, and the
     /// arena is writable.
     pub(crate) unsafe fn from_arena(a: &'a Arena, lay: &Layout, cfg: &StackConfig) -> Core<'a> {
-        let n = |v: u32| u64::from(v);
-        // SAFETY (all slices below): `region` bounds-checks each table, tables
-        // do not overlap (Layout places them one after another), and the lock
+        // SAFETY (all tables below): `table` bounds-checks each one, tables do
+        // not overlap (Layout places them one after another), and the lock
         // gives this view exclusive access to everything outside atomics.
         unsafe {
             let hdr = a.header();
-            let st = &mut *a.region::<CoreState>(lay.core_off, 1);
-            let pool_hdr = &mut *a.region::<PoolHdr>(lay.pool_hdr_off, 1);
-            let timer_hdr = &mut *a.region::<TimerWheelHdr>(lay.timer_hdr_off, 1);
-            let sockets = std::slice::from_raw_parts_mut(
-                a.region(lay.sockets_off, n(cfg.max_sockets)),
-                cfg.max_sockets as usize,
-            );
-            let hash = std::slice::from_raw_parts_mut(
-                a.region(lay.sock_hash_off, n(cfg.hash_buckets())),
-                cfg.hash_buckets() as usize,
-            );
-            let qnodes = std::slice::from_raw_parts_mut(
-                a.region::<QNode>(lay.qnodes_off, n(cfg.max_qnodes())),
-                cfg.max_qnodes() as usize,
-            );
-            let arp = std::slice::from_raw_parts_mut(
-                a.region(lay.arp_off, n(cfg.arp_entries)),
-                cfg.arp_entries as usize,
-            );
-            let timer_slots = std::slice::from_raw_parts_mut(
-                a.region(lay.timer_slots_off, n(cfg.timer_slots)),
-                cfg.timer_slots as usize,
-            );
-            let timer_entries = std::slice::from_raw_parts_mut(
-                a.region::<TimerEntry>(lay.timer_entries_off, n(cfg.max_timers())),
-                cfg.max_timers() as usize,
-            );
-            let loop_ring = std::slice::from_raw_parts_mut(
-                a.region(lay.loop_ring_off, n(cfg.max_bufs)),
-                cfg.max_bufs as usize,
-            );
-            let meta = std::slice::from_raw_parts_mut(
-                a.region::<PktMeta>(lay.buf_meta_off, n(cfg.max_bufs)),
-                cfg.max_bufs as usize,
-            );
-            let free = std::slice::from_raw_parts_mut(
-                a.region(lay.buf_free_off, n(cfg.max_bufs)),
-                cfg.max_bufs as usize,
-            );
+            let st = &mut a.table::<CoreState>(lay.core_off, 1)[0];
+            let pool_hdr = &mut a.table::<PoolHdr>(lay.pool_hdr_off, 1)[0];
+            let timer_hdr = &mut a.table::<TimerWheelHdr>(lay.timer_hdr_off, 1)[0];
+            let sockets = a.table(lay.sockets_off, cfg.max_sockets);
+            let hash = a.table(lay.sock_hash_off, cfg.hash_buckets());
+            let qnodes = a.table::<QNode>(lay.qnodes_off, cfg.max_qnodes());
+            let arp = a.table(lay.arp_off, cfg.arp_entries);
+            let timer_slots = a.table(lay.timer_slots_off, cfg.timer_slots);
+            let timer_entries = a.table::<TimerEntry>(lay.timer_entries_off, cfg.max_timers());
+            let loop_ring = a.table(lay.loop_ring_off, cfg.max_bufs);
+            let meta = a.table::<PktMeta>(lay.buf_meta_off, cfg.max_bufs);
+            let free = a.table(lay.buf_free_off, cfg.max_bufs);
             let data = a.region::<u8>(
                 lay.buf_data_off,
-                n(cfg.max_bufs) * crate::pool::BUF_SIZE as u64,
+                u64::from(cfg.max_bufs) * crate::pool::BUF_SIZE as u64,
             );
             Core {
                 hdr,

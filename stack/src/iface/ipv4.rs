@@ -157,13 +157,7 @@ impl Core<'_> {
             state::INCOMPLETE if e.tries < arp_cache::MAX_TRIES => {
                 self.send_arp_request(e.ip());
                 self.arp[i].tries += 1;
-                self.arp[i].deadline_ns = now + arp_cache::RETRY_NS;
-                let _ = self.timers.arm(
-                    Core::arp_timer_id(i),
-                    now + arp_cache::RETRY_NS,
-                    TIMER_ARP,
-                    i as u32,
-                );
+                self.arp_retry_later(i, now);
             }
             state::INCOMPLETE | state::REACHABLE => {
                 tracing::debug!(neighbour = %e.ip(), "ARP entry expired or unresolved");
@@ -171,6 +165,15 @@ impl Core<'_> {
             }
             _ => {}
         }
+    }
+
+    /// Schedules the next request (or giving up) for unresolved entry `i`.
+    fn arp_retry_later(&mut self, i: usize, now: u64) {
+        let at = now + arp_cache::RETRY_NS;
+        self.arp[i].deadline_ns = at;
+        let _ = self
+            .timers
+            .arm(Core::arp_timer_id(i), at, TIMER_ARP, i as u32);
     }
 
     fn send_arp_request(&mut self, target: Ipv4Addr) {
@@ -416,13 +419,7 @@ impl Core<'_> {
                         ..ArpEntry::FREE
                     };
                     self.send_arp_request(n);
-                    self.arp[i].deadline_ns = now + arp_cache::RETRY_NS;
-                    let _ = self.timers.arm(
-                        Core::arp_timer_id(i),
-                        now + arp_cache::RETRY_NS,
-                        TIMER_ARP,
-                        i as u32,
-                    );
+                    self.arp_retry_later(i, now);
                     i
                 }
                 None => {
