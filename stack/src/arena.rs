@@ -597,7 +597,9 @@ impl Arena {
     /// # Safety
     /// No other reference to that memory may be alive in this process while
     /// the slice is (the stack lock gives that), and the mapping is writable.
-    pub(crate) unsafe fn table<'a, T>(&'a self, off: u64, n: u32) -> &'a mut [T] {
+    // Shared memory: exclusivity comes from the stack lock, not from `&mut self`.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn table<T>(&self, off: u64, n: u32) -> &mut [T] {
         // SAFETY: `region` checked bounds and alignment; exclusivity is the caller's.
         unsafe { std::slice::from_raw_parts_mut(self.region::<T>(off, u64::from(n)), n as usize) }
     }
