@@ -19,7 +19,7 @@ pub struct Args {
 enum What {
     /// List the stacks (the default).
     List,
-    /// List sockets like `ss -u`.
+    /// List sockets like `ss -tuni`: UDP and TCP, with TCP state, queues, cwnd and RTT.
     Netstat {
         /// Only this stack (name, or pidNNN for a private stack).
         #[arg(long)]
@@ -120,16 +120,18 @@ fn netstat_filtered(want: impl Fn(&str) -> bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<16} {:<5} {:>6} {:>8} {:<21} {:<21} {:>7} {:>10} {:>10} {:>8}",
+        "{:<16} {:<5} {:<10} {:>8} {:>8} {:<21} {:<21} {:>7} {:>8} {:>9} {:>6} {:>8}",
         "STACK",
         "PROTO",
+        "STATE",
         "RECV-Q",
-        "QBYTES",
+        "SEND-Q",
         "LOCAL",
         "PEER",
         "PID",
-        "RX-PKTS",
-        "TX-PKTS",
+        "CWND",
+        "RTT(us)",
+        "RETX",
         "RX-DROP"
     );
     for (path, a) in arenas(None) {
@@ -142,16 +144,12 @@ fn netstat_filtered(want: impl Fn(&str) -> bool) -> String {
             continue;
         }
         for info in sockets_of(&a) {
-            let proto = match info.kind {
-                kind::UDP => "udp",
-                _ => "?",
-            };
             let peer = if info.flags & flag::CONNECTED != 0 {
                 info.remote.to_string()
             } else {
                 "*:*".into()
             };
-            let local = if info.flags & flag::BOUND != 0 {
+            let local = if info.flags & flag::BOUND != 0 || info.kind == kind::TCP {
                 info.local.to_string()
             } else {
                 "*:*".into()
@@ -163,18 +161,44 @@ fn netstat_filtered(want: impl Fn(&str) -> bool) -> String {
                     .map(|(_, v)| *v)
                     .unwrap_or(0)
             };
+            let (proto, state, recvq, sendq, cwnd, rtt, retx) = match info.kind {
+                kind::TCP => match rbypass_stack::stack::tcp_info_of(&a, info.id) {
+                    Some(t) => (
+                        "tcp",
+                        t.state.name(),
+                        t.rcv_queued,
+                        t.snd_queued,
+                        t.cwnd.to_string(),
+                        t.srtt_us.to_string(),
+                        t.retransmits.to_string(),
+                    ),
+                    None => continue,
+                },
+                kind::UDP => (
+                    "udp",
+                    "-",
+                    info.rx_queued_bytes,
+                    0,
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ),
+                _ => ("?", "-", 0, 0, "-".into(), "-".into(), "-".into()),
+            };
             let _ = writeln!(
                 s,
-                "{:<16} {:<5} {:>6} {:>8} {:<21} {:<21} {:>7} {:>10} {:>10} {:>8}",
+                "{:<16} {:<5} {:<10} {:>8} {:>8} {:<21} {:<21} {:>7} {:>8} {:>9} {:>6} {:>8}",
                 name,
                 proto,
-                info.rx_queued,
-                info.rx_queued_bytes,
+                state,
+                recvq,
+                sendq,
                 local,
                 peer,
                 info.owner_pid,
-                get("rx_packets"),
-                get("tx_packets"),
+                cwnd,
+                rtt,
+                retx,
                 get("rx_drop_rcvbuf") + get("rx_drop_nobuf"),
             );
         }

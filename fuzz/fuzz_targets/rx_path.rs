@@ -28,6 +28,12 @@ fn stack() -> &'static (Stack, [SocketId; 2]) {
             c.udp_bind(u, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 7)).unwrap();
             let v = c.udp_open().unwrap();
             c.udp_connect(v, SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 9)).unwrap();
+            // TCP: a listener on port 80 and a connection being opened from port 80's peer.
+            let l = c.tcp_open().unwrap();
+            c.tcp_bind(l, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+            c.tcp_listen(l, 4).unwrap();
+            let t = c.tcp_open().unwrap();
+            c.tcp_connect(t, SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 443), 0).unwrap();
             [u, v]
         };
         (s, ids)
@@ -57,6 +63,20 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = [0u8; 2048];
     for &id in ids {
         while c.udp_recv_from(id, &mut buf, false).is_ok() {}
+    }
+    // Accept and drain whatever TCP connections the input created, then
+    // close them, so buffers come back and sockets do not run out.
+    for info in s.sockets() {
+        if info.kind == rbypass_stack::socket::kind::TCP {
+            while matches!(c.tcp_recv(info.id, &mut buf, false, now), Ok(n) if n > 0) {}
+        }
+    }
+    if c.sockets_in_use() > 12 {
+        for info in s.sockets() {
+            if info.kind == rbypass_stack::socket::kind::TCP && info.local.port() != 80 {
+                let _ = c.tcp_close(info.id, now);
+            }
+        }
     }
     if let Err(e) = c.check_consistency() {
         panic!("inconsistent after input: {e}");

@@ -55,6 +55,7 @@ pub const LAYOUT_STAMP: u64 = {
         size_of::<QNode>(),
         size_of::<ArpEntry>(),
         size_of::<TimerEntry>(),
+        size_of::<crate::tcp::tcb::Tcb>(),
         BUF_SIZE,
     ];
     let mut j = 0;
@@ -152,6 +153,8 @@ pub struct Layout {
     pub pool_hdr_off: u64,
     pub timer_hdr_off: u64,
     pub sockets_off: u64,
+    pub tcbs_off: u64,
+    pub conn_hash_off: u64,
     pub sock_hash_off: u64,
     pub qnodes_off: u64,
     pub arp_off: u64,
@@ -186,6 +189,12 @@ impl Layout {
             c.max_sockets.into(),
             align_of::<SocketSlot>(),
         );
+        let tcbs_off = place(
+            size_of::<crate::tcp::tcb::Tcb>(),
+            c.max_sockets.into(),
+            align_of::<crate::tcp::tcb::Tcb>(),
+        );
+        let conn_hash_off = place(4, c.hash_buckets().into(), 4);
         let sock_hash_off = place(4, c.hash_buckets().into(), 4);
         let qnodes_off = place(
             size_of::<QNode>(),
@@ -217,6 +226,8 @@ impl Layout {
             pool_hdr_off,
             timer_hdr_off,
             sockets_off,
+            tcbs_off,
+            conn_hash_off,
             sock_hash_off,
             qnodes_off,
             arp_off,

@@ -115,6 +115,23 @@ counter_set! {
         icmp_unreach_received,
         udp_rx_datagrams,
         udp_tx_datagrams,
+        /// Malformed or bad-checksum TCP segment.
+        rx_drop_tcp,
+        tcp_rx_segments,
+        /// Segment for no connection or listener (answered with RST).
+        tcp_no_socket,
+        tcp_rst_sent,
+        tcp_rst_received,
+        /// SYNs dropped because a listener's queues were full.
+        tcp_listen_drops,
+        tcp_challenge_acks,
+        tcp_paws_drops,
+        tcp_active_opens,
+        tcp_passive_opens,
+        tcp_retransmits,
+        tcp_fast_retransmits,
+        tcp_ooo_segments,
+        tcp_window_probes,
     }
 }
 

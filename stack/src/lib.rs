@@ -21,6 +21,8 @@ pub mod lock;
 pub mod pool;
 pub mod socket;
 pub mod stack;
+pub mod tcp;
+pub mod tcp_sack;
 pub mod timer;
 pub mod wire;
 

@@ -38,6 +38,11 @@ pub struct PktMeta {
     pub l3_off: u16,
     /// Offset of the transport header from the frame start.
     pub l4_off: u16,
+    /// TCP: sequence number of the first payload byte.
+    pub seq: u32,
+    /// TCP: segment flags, as received.
+    pub tcp_flags: u8,
+    pub _pad: [u8; 3],
 }
 
 /// One link of a buffer queue.
@@ -135,6 +140,8 @@ impl<'a> Pool<'a> {
         mm.pay_len = 0;
         mm.l3_off = 0;
         mm.l4_off = 0;
+        mm.seq = 0;
+        mm.tcp_flags = 0;
         Ok(BufId(id))
     }
 
@@ -201,6 +208,79 @@ impl<'a> Pool<'a> {
         let len = len.min(BUF_SIZE - off);
         m.len = len as u16;
         &mut self.chunk_mut(b)[off..off + len]
+    }
+
+    /// Copies `len` bytes from one buffer's chunk to another's (offsets within
+    /// the chunks). Out-of-range requests are clipped, never overrun.
+    pub fn copy_between(
+        &mut self,
+        src: BufId,
+        src_off: usize,
+        dst: BufId,
+        dst_off: usize,
+        len: usize,
+    ) {
+        let cap = self.capacity();
+        if src.0 >= cap || dst.0 >= cap || src == dst {
+            return;
+        }
+        let len = len
+            .min(BUF_SIZE.saturating_sub(src_off))
+            .min(BUF_SIZE.saturating_sub(dst_off));
+        // SAFETY: both chunks are in range and distinct, and the ranges were
+        // clipped to their chunks, so the copy is in bounds and cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.data.add(src.0 as usize * BUF_SIZE + src_off),
+                self.data.add(dst.0 as usize * BUF_SIZE + dst_off),
+                len,
+            );
+        }
+    }
+
+    /// A queue node's successor and buffer, for walking a queue in place.
+    pub fn node(&self, n: u32) -> Option<(BufId, u32)> {
+        self.qnodes.get(n as usize).map(|q| (BufId(q.buf), q.next))
+    }
+
+    /// Inserts buffer `b` after node `after` (or at the head if `after` is NIL).
+    pub fn insert_after(
+        &mut self,
+        q: &mut PktQueue,
+        after: u32,
+        b: BufId,
+        charge: u32,
+    ) -> Result<(), PoolError> {
+        if after == NIL {
+            let n = *self.qnode_free;
+            if n == NIL {
+                return Err(PoolError::NoQueueNodes);
+            }
+            *self.qnode_free = self.qnodes[n as usize].next;
+            self.qnodes[n as usize] = QNode {
+                buf: b.0,
+                next: q.head,
+            };
+            q.head = n;
+            if q.tail == NIL {
+                q.tail = n;
+            }
+        } else {
+            let n = *self.qnode_free;
+            if n == NIL {
+                return Err(PoolError::NoQueueNodes);
+            }
+            *self.qnode_free = self.qnodes[n as usize].next;
+            let next = self.qnodes[after as usize].next;
+            self.qnodes[n as usize] = QNode { buf: b.0, next };
+            self.qnodes[after as usize].next = n;
+            if q.tail == after {
+                q.tail = n;
+            }
+        }
+        q.count += 1;
+        q.bytes = q.bytes.saturating_add(charge);
+        Ok(())
     }
 
     /// Byte offset of a buffer's chunk from the start of the data region (the UMEM address).
@@ -305,6 +385,9 @@ mod tests {
                     pay_len: 0,
                     l3_off: 0,
                     l4_off: 0,
+                    seq: 0,
+                    tcp_flags: 0,
+                    _pad: [0; 3],
                 })
                 .collect(),
             free: vec![0; n],

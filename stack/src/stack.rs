@@ -176,6 +176,33 @@ pub fn sockets_of(arena: &Arena) -> Vec<SocketInfo> {
         .collect()
 }
 
+/// TCP details of a socket, read without the lock (as `ss -ti` does: the
+/// fields are copied while the owner may be changing them, so a value can be
+/// a moment stale, but never out of the arena).
+pub fn tcp_info_of(arena: &Arena, id: socket::SocketId) -> Option<crate::tcp::conn::TcpInfo> {
+    let h = arena.header();
+    if id.index() >= h.config.max_sockets {
+        return None;
+    }
+    let base = arena.region::<crate::tcp::tcb::Tcb>(h.layout.tcbs_off, h.config.max_sockets.into());
+    let sbase = arena.region::<SocketSlot>(h.layout.sockets_off, h.config.max_sockets.into());
+    // SAFETY: in range; a volatile copy of plain data (see above).
+    let (t, info) = unsafe {
+        (
+            std::ptr::read_volatile(base.add(id.index() as usize)),
+            SocketSlot::read_info(sbase.add(id.index() as usize), id.index())?,
+        )
+    };
+    if info.kind != socket::kind::TCP {
+        return None;
+    }
+    Some(crate::tcp::conn::TcpInfo::from_tcb(
+        &t,
+        info.local,
+        info.remote,
+    ))
+}
+
 /// Per-socket counters of an arena, read without the lock.
 pub fn socket_counters_of(arena: &Arena, id: socket::SocketId) -> Option<Vec<(&'static str, u64)>> {
     let h = arena.header();
@@ -236,6 +263,8 @@ pub struct Core<'a> {
     pub(crate) st: &'a mut CoreState,
     pub(crate) sockets: &'a mut [SocketSlot],
     pub(crate) hash: &'a mut [u32],
+    pub(crate) tcbs: &'a mut [crate::tcp::tcb::Tcb],
+    pub(crate) conn_hash: &'a mut [u32],
     pub(crate) arp: &'a mut [ArpEntry],
     pub(crate) timers: TimerWheel<'a>,
     pub(crate) loop_ring: &'a mut [u32],
@@ -261,6 +290,8 @@ impl<'a> Core<'a> {
             let timer_hdr = &mut a.table::<TimerWheelHdr>(lay.timer_hdr_off, 1)[0];
             let sockets = a.table(lay.sockets_off, cfg.max_sockets);
             let hash = a.table(lay.sock_hash_off, cfg.hash_buckets());
+            let tcbs = a.table(lay.tcbs_off, cfg.max_sockets);
+            let conn_hash = a.table(lay.conn_hash_off, cfg.hash_buckets());
             let qnodes = a.table::<QNode>(lay.qnodes_off, cfg.max_qnodes());
             let arp = a.table(lay.arp_off, cfg.arp_entries);
             let timer_slots = a.table(lay.timer_slots_off, cfg.timer_slots);
@@ -277,6 +308,8 @@ impl<'a> Core<'a> {
                 st,
                 sockets,
                 hash,
+                tcbs,
+                conn_hash,
                 arp,
                 timers: TimerWheel::attach(timer_hdr, timer_slots, timer_entries),
                 loop_ring,
@@ -297,6 +330,8 @@ impl<'a> Core<'a> {
         self.pool.format();
         self.st.sock_free = socket::format(self.sockets, self.hash);
         self.st.sockets_open = 0;
+        self.conn_hash.fill(NIL);
+        self.tcbs.fill(crate::tcp::tcb::Tcb::CLOSED);
         for e in self.arp.iter_mut() {
             *e = ArpEntry::FREE;
         }
@@ -464,6 +499,7 @@ impl<'a> Core<'a> {
     fn on_timer(&mut self, f: crate::timer::Fired, now: u64) {
         match f.kind {
             TIMER_ARP => self.arp_timer(f.owner as usize, now),
+            crate::tcp::conn::TIMER_TCP => self.tcp_timer(f.owner, now),
             other => tracing::warn!(kind = other, "timer of unknown kind fired; ignored"),
         }
     }
@@ -471,6 +507,11 @@ impl<'a> Core<'a> {
     /// Timer id of ARP entry `i`.
     pub(crate) fn arp_timer_id(i: usize) -> u32 {
         i as u32
+    }
+
+    /// Number of open sockets (TIME_WAIT and orphaned connections included).
+    pub fn sockets_in_use(&self) -> u32 {
+        self.st.sockets_open
     }
 
     /// Number of free packet buffers.

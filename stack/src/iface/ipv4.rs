@@ -250,6 +250,7 @@ impl Core<'_> {
         match proto {
             ipv4::protocol::UDP => self.udp_input(b, src, dst, l4, tlen - hlen, bcast),
             ipv4::protocol::ICMP => self.icmp_input(b, src, dst, l4, tlen - hlen, bcast, now),
+            ipv4::protocol::TCP => self.tcp_input(b, src, dst, l4, tlen - hlen, bcast, now),
             _ => {
                 self.hdr.counters.rx_drop_ip_proto.inc();
                 if !bcast {

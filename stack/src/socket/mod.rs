@@ -38,6 +38,8 @@ pub mod kind {
     pub const FREE: u8 = 0;
     /// A UDP socket.
     pub const UDP: u8 = 1;
+    /// A TCP socket (its control block is in the TCB table at the same index).
+    pub const TCP: u8 = 2;
 }
 
 /// Socket flags.
@@ -68,6 +70,8 @@ pub struct SocketSlot {
     pub remote_ip: [u8; 4],
     /// Next socket in the same demux bucket, or in the free list.
     pub next: u32,
+    /// Next socket in the same connection-hash bucket (TCP 4-tuple).
+    pub conn_next: u32,
     /// Process that opened the socket.
     pub owner_pid: u32,
     /// Receive and send buffer limits (bytes).
@@ -75,6 +79,7 @@ pub struct SocketSlot {
     pub sndbuf: u32,
     /// Pending error (errno), reported once by the next call (SO_ERROR).
     pub so_error: i32,
+    pub _pad1: u32,
     /// Bumped each time the slot is allocated (see [`SocketId`]).
     pub incarnation: u32,
     /// Received datagrams.
@@ -198,6 +203,16 @@ pub enum SockError {
     TooManySockets,
     #[error("no free ephemeral port")]
     NoPorts,
+    #[error("operation now in progress")]
+    InProgress,
+    #[error("socket is already connected")]
+    IsConnected,
+    #[error("broken pipe")]
+    BrokenPipe,
+    #[error("connection reset by peer")]
+    ConnReset,
+    #[error("connection timed out")]
+    TimedOut,
 }
 
 impl SockError {
@@ -216,6 +231,11 @@ impl SockError {
             SockError::ConnRefused => libc::ECONNREFUSED,
             SockError::BadSocket => libc::EBADF,
             SockError::TooManySockets => libc::ENFILE,
+            SockError::InProgress => libc::EINPROGRESS,
+            SockError::IsConnected => libc::EISCONN,
+            SockError::BrokenPipe => libc::EPIPE,
+            SockError::ConnReset => libc::ECONNRESET,
+            SockError::TimedOut => libc::ETIMEDOUT,
         }
     }
 
@@ -225,6 +245,9 @@ impl SockError {
             libc::ECONNREFUSED => SockError::ConnRefused,
             libc::ENETUNREACH | libc::EHOSTUNREACH => SockError::NetUnreachable,
             libc::EMSGSIZE => SockError::MessageTooLong,
+            libc::ECONNRESET => SockError::ConnReset,
+            libc::ETIMEDOUT => SockError::TimedOut,
+            libc::EPIPE => SockError::BrokenPipe,
             _ => SockError::Invalid,
         }
     }
@@ -248,6 +271,7 @@ pub(crate) fn format(sockets: &mut [SocketSlot], hash: &mut [u32]) -> u32 {
         // SAFETY: SocketSlot is plain data and atomics; all-zero is a valid value.
         unsafe { std::ptr::write_bytes(s as *mut SocketSlot, 0, 1) };
         s.rxq = PktQueue::EMPTY;
+        s.conn_next = NIL;
         s.next = if i + 1 < n { i as u32 + 1 } else { NIL };
     }
     hash.fill(NIL);
@@ -255,5 +279,76 @@ pub(crate) fn format(sockets: &mut [SocketSlot], hash: &mut [u32]) -> u32 {
         0
     } else {
         NIL
+    }
+}
+
+impl crate::stack::Core<'_> {
+    /// Takes a free socket slot for a new socket of `kind`.
+    pub(crate) fn alloc_slot(&mut self, k: u8) -> Result<u32, SockError> {
+        let i = self.st.sock_free;
+        if i == NIL {
+            return Err(SockError::TooManySockets);
+        }
+        let (rcv, snd) = (
+            self.hdr.config.rcvbuf_default,
+            self.hdr.config.sndbuf_default,
+        );
+        let slot = &mut self.sockets[i as usize];
+        self.st.sock_free = slot.next;
+        slot.begin_change();
+        slot.kind = k;
+        slot.flags = 0;
+        slot.local_ip = [0; 4];
+        slot.local_port = 0;
+        slot.remote_ip = [0; 4];
+        slot.remote_port = 0;
+        slot.next = NIL;
+        slot.conn_next = NIL;
+        slot.owner_pid = std::process::id();
+        slot.rcvbuf = rcv;
+        slot.sndbuf = snd;
+        slot.so_error = 0;
+        slot.rxq = PktQueue::EMPTY;
+        slot.counters.reset();
+        slot.incarnation = slot.incarnation.wrapping_add(1);
+        slot.end_change();
+        self.st.sockets_open += 1;
+        self.publish_usage();
+        Ok(i)
+    }
+
+    /// Returns slot `i` to the free list (its queues must be empty).
+    pub(crate) fn free_slot(&mut self, i: u32) {
+        let slot = &mut self.sockets[i as usize];
+        slot.begin_change();
+        slot.kind = kind::FREE;
+        slot.flags = 0;
+        slot.next = self.st.sock_free;
+        slot.end_change();
+        self.st.sock_free = i;
+        self.st.sockets_open -= 1;
+        self.publish_usage();
+    }
+
+    /// Removes slot `i` from the local-port demux hash.
+    pub(crate) fn unhash_port(&mut self, i: u32, k: u8) {
+        let slot = &self.sockets[i as usize];
+        if slot.flags & flag::BOUND == 0 {
+            return;
+        }
+        let b = bucket(self.hash.len(), k, slot.local_port);
+        let next = slot.next;
+        if self.hash[b] == i {
+            self.hash[b] = next;
+            return;
+        }
+        let mut cur = self.hash[b];
+        while cur != NIL {
+            if self.sockets[cur as usize].next == i {
+                self.sockets[cur as usize].next = next;
+                return;
+            }
+            cur = self.sockets[cur as usize].next;
+        }
     }
 }

@@ -53,54 +53,19 @@ impl Core<'_> {
 
     /// Opens a UDP socket (unbound).
     pub fn udp_open(&mut self) -> Result<SocketId, SockError> {
-        let i = self.st.sock_free;
-        if i == NIL {
-            return Err(SockError::TooManySockets);
-        }
-        let (rcv, snd) = (
-            self.hdr.config.rcvbuf_default,
-            self.hdr.config.sndbuf_default,
-        );
-        let slot = &mut self.sockets[i as usize];
-        self.st.sock_free = slot.next;
-        slot.begin_change();
-        slot.kind = kind::UDP;
-        slot.flags = 0;
-        slot.local_ip = [0; 4];
-        slot.local_port = 0;
-        slot.remote_ip = [0; 4];
-        slot.remote_port = 0;
-        slot.next = NIL;
-        slot.owner_pid = std::process::id();
-        slot.rcvbuf = rcv;
-        slot.sndbuf = snd;
-        slot.so_error = 0;
-        slot.rxq = PktQueue::EMPTY;
-        slot.counters.reset();
-        slot.incarnation = slot.incarnation.wrapping_add(1);
-        let id = SocketId::new(i, slot.incarnation);
-        slot.end_change();
-        self.st.sockets_open += 1;
-        self.publish_usage();
-        Ok(id)
+        let i = self.alloc_slot(kind::UDP)?;
+        Ok(SocketId::new(i, self.sockets[i as usize].incarnation))
     }
 
     /// Closes a socket, dropping any queued datagrams.
     pub fn udp_close(&mut self, s: SocketId) -> Result<(), SockError> {
         self.slot(s)?;
-        self.unhash(s);
+        self.unhash_port(s.index(), kind::UDP);
         let slot = &mut self.sockets[s.index() as usize];
         let mut q = slot.rxq;
-        slot.begin_change();
         slot.rxq = PktQueue::EMPTY;
-        slot.kind = kind::FREE;
-        slot.flags = 0;
-        slot.next = self.st.sock_free;
-        slot.end_change();
-        self.st.sock_free = s.index();
-        self.st.sockets_open -= 1;
         self.pool.purge(&mut q);
-        self.publish_usage();
+        self.free_slot(s.index());
         Ok(())
     }
 
@@ -109,27 +74,6 @@ impl Core<'_> {
         let b = bucket(self.hash.len(), kind::UDP, port);
         self.sockets[s.index() as usize].next = self.hash[b];
         self.hash[b] = s.index();
-    }
-
-    fn unhash(&mut self, s: SocketId) {
-        let slot = &self.sockets[s.index() as usize];
-        if slot.flags & flag::BOUND == 0 {
-            return;
-        }
-        let b = bucket(self.hash.len(), kind::UDP, slot.local_port);
-        let next = slot.next;
-        if self.hash[b] == s.index() {
-            self.hash[b] = next;
-            return;
-        }
-        let mut cur = self.hash[b];
-        while cur != NIL {
-            if self.sockets[cur as usize].next == s.index() {
-                self.sockets[cur as usize].next = next;
-                return;
-            }
-            cur = self.sockets[cur as usize].next;
-        }
     }
 
     /// Iterates the sockets bound to a UDP port.

@@ -9,6 +9,8 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
+pub mod seq;
+pub mod tcp;
 pub mod udp;
 
 #[cfg(test)]
