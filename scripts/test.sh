@@ -8,14 +8,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-45}"
 
 if [[ "$FUZZ_SECONDS" != 0 ]]; then
     if cargo fuzz --version >/dev/null 2>&1; then
-        echo "== fuzzing the receive path for ${FUZZ_SECONDS}s"
-        # cargo-fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
-        (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run rx_path --sanitizer none -- \
-            -max_total_time="$FUZZ_SECONDS" -max_len=2048 -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 15)
+        for target in rx_path tcp_input; do
+            echo "== fuzzing $target for ${FUZZ_SECONDS}s"
+            # cargo-fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
+            (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --sanitizer none -- \
+                -max_total_time="$FUZZ_SECONDS" -max_len=2048 -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 6)
+        done
     else
         echo "== fuzzing skipped: cargo-fuzz is not installed (cargo install cargo-fuzz; CI installs it)"
     fi
