@@ -13,7 +13,11 @@ use rbypass_stack::{Core, IfaceConfig, SockError, SocketId, Stack, StackConfig};
 fn stack() -> Stack {
     let path = std::path::PathBuf::from(format!("/dev/shm/rbypass-benchtcp{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let cfg = StackConfig { max_bufs: 32768, max_sockets: 64, ..StackConfig::default() };
+    let cfg = StackConfig {
+        max_bufs: 32768,
+        max_sockets: 64,
+        ..StackConfig::default()
+    };
     let mut s = Stack::create_at(&path, "", &cfg, IfaceConfig::loopback()).expect("stack");
     s.set_remove_on_drop(true);
     s
@@ -22,12 +26,14 @@ fn stack() -> Stack {
 /// Opens `n` established connections (client, server) to port 9000.
 fn connect(c: &mut Core<'_>, n: usize, now: &mut u64) -> Vec<(SocketId, SocketId)> {
     let l = c.tcp_open().unwrap();
-    c.tcp_bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000)).unwrap();
+    c.tcp_bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000))
+        .unwrap();
     c.tcp_listen(l, 64).unwrap();
     let clients: Vec<SocketId> = (0..n)
         .map(|_| {
             let s = c.tcp_open().unwrap();
-            c.tcp_connect(s, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000), *now).unwrap();
+            c.tcp_connect(s, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000), *now)
+                .unwrap();
             c.tcp_set_nodelay(s, true, *now).unwrap();
             s
         })
@@ -172,8 +178,12 @@ fn tcp_bulk(cr: &mut Criterion) {
     g.sample_size(10);
     for conns in [1usize, 4] {
         g.throughput(Throughput::Bytes((BYTES * conns) as u64));
-        g.bench_function(format!("rbypass_{conns}_conn"), |b| b.iter_custom(|iters| (0..iters).map(|_| bulk_rbypass(conns, BYTES)).sum()));
-        g.bench_function(format!("kernel_{conns}_conn"), |b| b.iter_custom(|iters| (0..iters).map(|_| bulk_kernel(conns, BYTES)).sum()));
+        g.bench_function(format!("rbypass_{conns}_conn"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| bulk_rbypass(conns, BYTES)).sum())
+        });
+        g.bench_function(format!("kernel_{conns}_conn"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| bulk_kernel(conns, BYTES)).sum())
+        });
     }
     g.finish();
 }

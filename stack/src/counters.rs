@@ -132,6 +132,8 @@ counter_set! {
         tcp_fast_retransmits,
         tcp_ooo_segments,
         tcp_window_probes,
+        tcp_syncookies_sent,
+        tcp_syncookies_ok,
     }
 }
 

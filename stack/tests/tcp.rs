@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use common::*;
 use rbypass_stack::clock::{MS, SEC};
 use rbypass_stack::tcp::tcb::TcpState;
+use rbypass_stack::wire::ethernet::EthernetAddress;
 use rbypass_stack::wire::seq::SeqNum;
 use rbypass_stack::wire::tcp::{flags as F, TcpOptions, TcpPacket, TcpRepr};
 use rbypass_stack::{SockError, SocketId, Stack, StackConfig};
@@ -1168,4 +1169,116 @@ fn loopback_connection_transfers_bytes_exactly() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "byte-exact");
     st.lock().check_consistency().unwrap();
+}
+
+fn syn_from(h: &mut H, port: u16, seq: u32, mss: u16) {
+    let repr = TcpRepr {
+        src_port: port,
+        dst_port: PORT,
+        seq: SeqNum(seq),
+        ack: None,
+        flags: F::SYN,
+        window: 1000,
+        options: TcpOptions {
+            mss: Some(mss),
+            window_scale: Some(7),
+            sack_permitted: true,
+            ..Default::default()
+        },
+        payload: &[],
+    };
+    let mut seg = vec![0u8; repr.header_len()];
+    repr.emit(&mut seg, PEER_IP, OUR_IP).unwrap();
+    inject(
+        &mut h.stack.lock(),
+        &eth(OUR_MAC, PEER_MAC, 0x0800, &ipv4(PEER_IP, OUR_IP, 6, &seg)),
+        h.now,
+    );
+}
+
+fn ack_from(h: &mut H, port: u16, seq: u32, ack: u32, data: &[u8]) {
+    let repr = TcpRepr {
+        src_port: port,
+        dst_port: PORT,
+        seq: SeqNum(seq),
+        ack: Some(SeqNum(ack)),
+        flags: F::ACK,
+        window: 1000,
+        options: TcpOptions::default(),
+        payload: data,
+    };
+    let mut seg = vec![0u8; repr.header_len() + data.len()];
+    repr.emit(&mut seg, PEER_IP, OUR_IP).unwrap();
+    inject(
+        &mut h.stack.lock(),
+        &eth(OUR_MAC, PEER_MAC, 0x0800, &ipv4(PEER_IP, OUR_IP, 6, &seg)),
+        h.now,
+    );
+}
+
+#[test]
+fn syn_cookies_when_the_syn_queue_overflows() {
+    let mut h = H::new();
+    let l = {
+        let mut c = h.stack.lock();
+        let l = c.tcp_open().unwrap();
+        c.tcp_bind(l, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT))
+            .unwrap();
+        c.tcp_listen(l, 2).unwrap();
+        l
+    };
+    // Two half-open connections fill the SYN queue.
+    syn_from(&mut h, 50001, 100, 1460);
+    syn_from(&mut h, 50002, 200, 1460);
+    assert_eq!(h.out().len(), 2);
+    // The third SYN gets a cookie: a SYN-ACK with only an MSS option, no state kept.
+    syn_from(&mut h, 50003, 300, 1460);
+    let sa = h.one();
+    assert_eq!(sa.flags, F::SYN | F::ACK);
+    assert_eq!(
+        (sa.mss, sa.ws, sa.sack_ok, sa.ts),
+        (Some(1460), None, false, None)
+    );
+    assert_eq!(
+        h.stack.lock().sockets_in_use(),
+        3,
+        "listener and two half-open; none for the cookie"
+    );
+    // A forged ACK is refused with a reset.
+    ack_from(&mut h, 50003, 301, sa.seq.wrapping_add(2), b"");
+    assert_eq!(h.one().flags, F::RST);
+    // The right ACK rebuilds the connection.
+    ack_from(&mut h, 50003, 301, sa.seq.wrapping_add(1), b"");
+    let (s, from) = h.stack.lock().tcp_accept(l).unwrap();
+    assert_eq!(from.port(), 50003);
+    assert_eq!(h.state(s), TcpState::Established);
+    assert_eq!(h.stack.lock().tcp_info(s).unwrap().mss, 1460);
+    assert_eq!(h.stack.lock().header().counters.tcp_syncookies_ok.get(), 1);
+    // It carries data like any other connection.
+    ack_from(&mut h, 50003, 301, sa.seq.wrapping_add(1), b"cookie data");
+    assert_eq!(h.read(s), b"cookie data");
+    assert_eq!(h.one().ack, 301 + 11, "and ACKs it");
+    // An ACK for a cookie two slots old is refused.
+    syn_from(&mut h, 50004, 400, 1300);
+    let sa2 = h.one();
+    assert_eq!(sa2.mss, Some(1300));
+    h.advance(200 * SEC);
+    // The peer's ARP entry expired meanwhile: the peer announces itself again.
+    {
+        let f = eth(
+            EthernetAddress::BROADCAST,
+            PEER_MAC,
+            0x0806,
+            &arp(1, PEER_MAC, PEER_IP, EthernetAddress([0; 6]), OUR_IP),
+        );
+        let mut c = h.stack.lock();
+        inject(&mut c, &f, h.now);
+        drain_tx(&mut c);
+    }
+    ack_from(&mut h, 50004, 401, sa2.seq.wrapping_add(1), b"");
+    let v = h.out();
+    assert!(
+        v.iter().any(|x| x.flags == F::RST),
+        "stale cookie refused: {v:?}"
+    );
 }

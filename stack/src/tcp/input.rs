@@ -16,6 +16,10 @@ use crate::wire::tcp::{flags as tf, TcpPacket, TcpRepr};
 
 /// Duplicate ACKs that trigger fast retransmit.
 const DUP_THRESH: u32 = 3;
+/// SYN cookie time slot (a cookie stays valid for one to two slots).
+const COOKIE_SLOT_NS: u64 = 64 * crate::clock::SEC;
+/// MSS values a SYN cookie can encode (Linux's table, plus two).
+const COOKIE_MSS: [u16; 8] = [536, 1200, 1300, 1440, 1460, 4312, 8960, 9000];
 
 /// What the parsed segment carries, copied out of the buffer.
 #[derive(Debug, Clone, Copy)]
@@ -158,6 +162,12 @@ impl Core<'_> {
             options: Default::default(),
             payload: &[],
         };
+        self.tcp_send_repr(from, to, &repr);
+    }
+
+    /// Sends a header-only segment described by `repr`.
+    fn tcp_send_repr(&mut self, from: SocketAddrV4, to: SocketAddrV4, repr: &TcpRepr<'_>) {
+        let flags = repr.flags;
         let Ok(b) = self.pool.alloc() else {
             self.hdr.counters.drop_no_buffers.inc();
             return;
@@ -196,6 +206,12 @@ impl Core<'_> {
             return;
         }
         if seg.ack.is_some() {
+            if !seg.has(tf::SYN) && !seg.has(tf::FIN) {
+                if let Some(mss) = self.check_syn_cookie(&seg, now) {
+                    self.syn_cookie_accept(l, seg, mss, now);
+                    return;
+                }
+            }
             self.tcp_reset_reply(&seg, now);
             return;
         }
@@ -203,9 +219,14 @@ impl Core<'_> {
             return;
         }
         let lt = self.tcbs[l as usize];
-        if lt.acceptq_len >= lt.backlog || lt.synq_len >= lt.backlog.max(16) {
-            // Like Linux with a full queue: drop the SYN, the client retries.
+        if lt.acceptq_len >= lt.backlog {
+            // Like Linux with a full accept queue: drop the SYN, the client retries.
             self.hdr.counters.tcp_listen_drops.inc();
+            return;
+        }
+        if lt.synq_len >= lt.backlog {
+            // SYN queue full (a flood?): answer with a SYN cookie and keep no state.
+            self.send_syn_cookie(&seg, now);
             return;
         }
         let Ok(c) = self.alloc_slot(kind::TCP) else {
@@ -255,6 +276,115 @@ impl Core<'_> {
         self.tcbs[l as usize].synq_len += 1;
         self.set_state(c, TcpState::SynReceived);
         self.tcp_send_syn(c, now);
+    }
+
+    fn cookie_hash(&self, seg: &Seg, t: u32, peer_isn: SeqNum) -> u32 {
+        let key = self.hdr.created_unix_ns
+            ^ u64::from(self.hdr.creator_pid).rotate_left(29)
+            ^ 0x5a5a_1234_dead_beef;
+        let mut h = key;
+        for v in [
+            u32::from(*seg.src.ip()),
+            u32::from(*seg.dst.ip()),
+            u32::from(seg.src.port()) << 16 | u32::from(seg.dst.port()),
+            t,
+            peer_isn.0,
+        ] {
+            h = (h ^ u64::from(v))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(31);
+        }
+        (h >> 40) as u32 & 0x00ff_ffff
+    }
+
+    /// Answers a SYN with a SYN cookie (RFC 4987): the ISN encodes a time
+    /// slot, the MSS (from a table) and a keyed hash of the connection, so
+    /// the final ACK can rebuild the connection with no state kept meanwhile.
+    /// Cookie connections get no window scaling, SACK or timestamps.
+    fn send_syn_cookie(&mut self, seg: &Seg, now: u64) {
+        let t = ((now / COOKIE_SLOT_NS) & 0x1f) as u32;
+        let peer_mss = seg.mss.unwrap_or(536);
+        let idx = COOKIE_MSS.iter().rposition(|&m| m <= peer_mss).unwrap_or(0) as u32;
+        let cookie = t << 27 | idx << 24 | self.cookie_hash(seg, t, seg.seq);
+        self.hdr.counters.tcp_syncookies_sent.inc();
+        let mss = u32::from(COOKIE_MSS[idx as usize]).min(self.our_mss()) as u16;
+        let repr = TcpRepr {
+            src_port: seg.dst.port(),
+            dst_port: seg.src.port(),
+            seq: SeqNum(cookie),
+            ack: Some(seg.seq + 1),
+            flags: tf::SYN | tf::ACK,
+            window: 65535,
+            options: crate::wire::tcp::TcpOptions {
+                mss: Some(mss),
+                ..Default::default()
+            },
+            payload: &[],
+        };
+        self.tcp_send_repr(seg.dst, seg.src, &repr);
+    }
+
+    /// Checks the ACK of a cookie SYN-ACK; returns the MSS it encoded.
+    fn check_syn_cookie(&mut self, seg: &Seg, now: u64) -> Option<u16> {
+        let cookie = (seg.ack? - 1).0;
+        let peer_isn = seg.seq - 1;
+        let t = cookie >> 27;
+        let cur = ((now / COOKIE_SLOT_NS) & 0x1f) as u32;
+        // Valid for the current and the previous slot (one to two minutes).
+        if t != cur && t != (cur + 31) & 0x1f {
+            return None;
+        }
+        if cookie & 0x00ff_ffff != self.cookie_hash(seg, t, peer_isn) {
+            return None;
+        }
+        self.hdr.counters.tcp_syncookies_ok.inc();
+        Some(COOKIE_MSS[((cookie >> 24) & 7) as usize])
+    }
+
+    /// Builds an established connection from a valid cookie ACK.
+    fn syn_cookie_accept(&mut self, l: u32, seg: Seg, mss: u16, now: u64) {
+        let Ok(c) = self.alloc_slot(kind::TCP) else {
+            self.hdr.counters.tcp_listen_drops.inc();
+            return;
+        };
+        let lt = self.tcbs[l as usize];
+        {
+            let sl = &mut self.sockets[c as usize];
+            sl.begin_change();
+            sl.local_ip = seg.dst.ip().octets();
+            sl.local_port = seg.dst.port();
+            sl.remote_ip = seg.src.ip().octets();
+            sl.remote_port = seg.src.port();
+            sl.flags |= flag::CONNECTED;
+            sl.end_change();
+        }
+        self.conn_insert(c);
+        let iss = seg.ack.unwrap_or(SeqNum(0)) - 1;
+        let mut t = Tcb::CLOSED;
+        t.rcvbuf = lt.rcvbuf;
+        t.sndbuf = lt.sndbuf;
+        t.flags = lt.flags & (tflag::NODELAY | tflag::KEEPALIVE | tflag::LINGER0);
+        t.iss = iss;
+        t.snd_una = iss + 1;
+        t.snd_nxt = iss + 1;
+        t.snd_max = iss + 1;
+        t.irs = seg.seq - 1;
+        t.rcv_nxt = seg.seq;
+        t.rcv_adv = seg.seq + 65535;
+        t.our_mss = self.our_mss();
+        t.mss = u32::from(mss).min(t.our_mss);
+        t.snd_wnd = u32::from(seg.window);
+        t.max_snd_wnd = t.snd_wnd;
+        t.snd_wl1 = seg.seq;
+        t.snd_wl2 = iss + 1;
+        t.listener = l;
+        t.quickack = QUICKACK_SEGS;
+        t.cc = CcState::new(CcAlgo::default(), t.mss);
+        t.last_rcv_ns = now;
+        self.tcbs[c as usize] = t;
+        self.tcbs[l as usize].synq_len += 1;
+        self.set_state(c, TcpState::SynReceived);
+        self.tcp_established_from_synrcvd(c, now);
     }
 
     /// Applies the options of a SYN to a new connection.
