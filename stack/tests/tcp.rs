@@ -1282,3 +1282,248 @@ fn syn_cookies_when_the_syn_queue_overflows() {
         "stale cookie refused: {v:?}"
     );
 }
+
+/// Moves an accepted connection into `st` by scripted steps; returns (socket, our next seq, peer next seq).
+fn into_state(h: &mut H, st: TcpState) -> (SocketId, u32, u32) {
+    let (s, iss) = h.passive(false, false, None);
+    let now = h.now;
+    let p = PEER_ISN + 1;
+    match st {
+        TcpState::Established => (s, iss, p),
+        TcpState::FinWait1 => {
+            h.stack
+                .lock()
+                .tcp_shutdown(s, rbypass_stack::tcp::conn::Shutdown::Write, now)
+                .unwrap();
+            h.one();
+            (s, iss + 1, p)
+        }
+        TcpState::FinWait2 => {
+            h.stack
+                .lock()
+                .tcp_shutdown(s, rbypass_stack::tcp::conn::Shutdown::Write, now)
+                .unwrap();
+            h.one();
+            h.send(S {
+                flags: F::ACK,
+                seq: p,
+                ack: iss + 1,
+                win: 1000,
+                ..S::default()
+            });
+            (s, iss + 1, p)
+        }
+        TcpState::CloseWait => {
+            h.send(S {
+                flags: F::FIN | F::ACK,
+                seq: p,
+                ack: iss,
+                win: 1000,
+                ..S::default()
+            });
+            h.one();
+            (s, iss, p + 1)
+        }
+        TcpState::LastAck => {
+            h.send(S {
+                flags: F::FIN | F::ACK,
+                seq: p,
+                ack: iss,
+                win: 1000,
+                ..S::default()
+            });
+            h.one();
+            h.stack
+                .lock()
+                .tcp_shutdown(s, rbypass_stack::tcp::conn::Shutdown::Write, now)
+                .unwrap();
+            h.one();
+            (s, iss + 1, p + 1)
+        }
+        TcpState::Closing => {
+            h.stack
+                .lock()
+                .tcp_shutdown(s, rbypass_stack::tcp::conn::Shutdown::Write, now)
+                .unwrap();
+            h.one();
+            h.send(S {
+                flags: F::FIN | F::ACK,
+                seq: p,
+                ack: iss,
+                win: 1000,
+                ..S::default()
+            });
+            h.one();
+            (s, iss + 1, p + 1)
+        }
+        TcpState::TimeWait => {
+            h.stack
+                .lock()
+                .tcp_shutdown(s, rbypass_stack::tcp::conn::Shutdown::Write, now)
+                .unwrap();
+            h.one();
+            h.send(S {
+                flags: F::FIN | F::ACK,
+                seq: p,
+                ack: iss + 1,
+                win: 1000,
+                ..S::default()
+            });
+            h.one();
+            (s, iss + 1, p + 1)
+        }
+        other => panic!("not scripted: {other:?}"),
+    }
+}
+
+#[test]
+fn rst_in_each_synchronized_state() {
+    use TcpState::*;
+    for (st, err) in [
+        (Established, Some(SockError::ConnReset)),
+        (FinWait1, Some(SockError::ConnReset)),
+        (FinWait2, Some(SockError::ConnReset)),
+        (CloseWait, Some(SockError::BrokenPipe)),
+        (Closing, None),
+        (LastAck, None),
+        (TimeWait, None),
+    ] {
+        let mut h = H::new();
+        let (s, _, peer) = into_state(&mut h, st);
+        assert_eq!(h.state(s), st, "scripted into {st:?}");
+        h.send(S {
+            flags: F::RST,
+            seq: peer,
+            ..S::default()
+        });
+        h.none();
+        assert_eq!(h.state(s), Closed, "RST in {st:?} closes");
+        let mut buf = [0u8; 4];
+        let now = h.now;
+        let r = h.stack.lock().tcp_recv(s, &mut buf, false, now);
+        match err {
+            Some(e) => assert_eq!(r, Err(e), "error reported after RST in {st:?}"),
+            None => assert_eq!(r, Ok(0), "quiet end after RST in {st:?}"),
+        }
+    }
+}
+
+#[test]
+fn rst_in_syn_received_frees_the_child_only() {
+    let mut h = H::new();
+    let l = h.listener();
+    h.send(S {
+        flags: F::SYN,
+        seq: PEER_ISN,
+        win: 1000,
+        ..S::default()
+    });
+    let sa = h.one();
+    assert_eq!(h.stack.lock().sockets_in_use(), 2);
+    h.send(S {
+        flags: F::RST,
+        seq: PEER_ISN + 1,
+        ..S::default()
+    });
+    h.none();
+    assert_eq!(
+        h.stack.lock().sockets_in_use(),
+        1,
+        "the half-open child is gone"
+    );
+    assert_eq!(h.stack.lock().tcp_accept(l), Err(SockError::WouldBlock));
+    // The listener still works.
+    h.send(S {
+        flags: F::SYN,
+        seq: PEER_ISN + 50,
+        win: 1000,
+        ..S::default()
+    });
+    assert_eq!(h.one().flags, F::SYN | F::ACK);
+    let _ = sa;
+}
+
+#[test]
+fn lost_ack_means_duplicate_data_acked_at_once_and_delivered_once() {
+    let mut h = H::new();
+    let (s, iss) = h.passive(false, false, None);
+    let mut seq = PEER_ISN + 1;
+    for _ in 0..20 {
+        // Use up the quick-ACK budget so ACKs would normally be delayed.
+        h.send(S {
+            flags: F::ACK,
+            seq,
+            ack: iss,
+            win: 1000,
+            data: b"x".to_vec(),
+            ..S::default()
+        });
+        seq += 1;
+    }
+    h.out();
+    h.advance(100 * MS);
+    h.out();
+    assert_eq!(h.read(s).len(), 20);
+    h.send(S {
+        flags: F::ACK,
+        seq,
+        ack: iss,
+        win: 1000,
+        data: b"first".to_vec(),
+        ..S::default()
+    });
+    // Our ACK is "lost": the test drops whatever was sent.
+    h.out();
+    h.advance(300 * MS);
+    h.out();
+    // The peer times out and retransmits: the duplicate is ACKed at once, not delayed.
+    h.send(S {
+        flags: F::ACK,
+        seq,
+        ack: iss,
+        win: 1000,
+        data: b"first".to_vec(),
+        ..S::default()
+    });
+    let a = h.one();
+    assert_eq!(a.ack, seq + 5);
+    assert_eq!(h.read(s), b"first", "delivered once");
+    assert!(h.read(s).is_empty());
+}
+
+#[test]
+fn lost_data_is_retransmitted_until_acked_and_window_slides() {
+    let mut h = H::new();
+    let (s, una) = acked_setup(&mut h, 10, 1);
+    let mss = h.stack.lock().tcp_info(s).unwrap().mss as usize;
+    h.write(s, &vec![3u8; 3 * mss]);
+    let segs = h.out();
+    assert_eq!(segs.len(), 3);
+    // Only the first two arrive; the peer ACKs them; the third is lost.
+    h.send(S {
+        flags: F::ACK,
+        seq: PEER_ISN + 1,
+        ack: una + 2 * mss as u32,
+        win: 65535,
+        ..S::default()
+    });
+    h.none();
+    let rto = h.stack.lock().tcp_info(s).unwrap().rto_us * 1000;
+    h.advance(rto);
+    let r = h.one();
+    assert_eq!(
+        (r.seq, r.data.len()),
+        (una + 2 * mss as u32, mss),
+        "the lost segment, once"
+    );
+    h.send(S {
+        flags: F::ACK,
+        seq: PEER_ISN + 1,
+        ack: una + 3 * mss as u32,
+        win: 65535,
+        ..S::default()
+    });
+    h.advance(10 * SEC);
+    h.none();
+    assert_eq!(h.stack.lock().tcp_tx_pending(s).unwrap(), 0);
+}
