@@ -1,6 +1,7 @@
 //! `rbypass`: the command-line tool of the rbypass kernel-bypass stack.
 
 mod demo;
+mod run;
 mod stackdump;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a program with its sockets served by rbypass (LD_PRELOAD).
+    Run(run::Args),
     /// Show the stacks on this machine, their sockets and counters.
     Stackdump(stackdump::Args),
     /// Demonstrate the stack on a TAP device in a network namespace: the kernel
@@ -38,6 +41,7 @@ fn main() {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.cmd {
+        Cmd::Run(a) => run::run(a),
         Cmd::Stackdump(a) => stackdump::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::DemoPeer(a) => demo::peer(a),

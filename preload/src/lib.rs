@@ -1,1 +1,1126 @@
-//! librbypass.so: the LD_PRELOAD library that will interpose the BSD socket API.
+//! librbypass.so: the LD_PRELOAD library that serves an unmodified
+//! program's AF_INET sockets from an rbypass stack.
+//!
+//! Every accelerated socket is backed by a real kernel socket, so its fd
+//! number is the kernel's and dup, fork and close-on-exec keep working. The
+//! kernel socket also reserves the port (bind goes to the kernel first) and
+//! listens beside the stack listener, so unaccelerated local processes can
+//! still connect. Traffic the stack cannot carry (another address, no stack
+//! listener or receiver behind a local address) is handed to the kernel
+//! socket before anything was sent.
+//!
+//! Every entry point catches panics (never unwinding into C) and keeps the
+//! app's errno semantics.
+
+// The exported functions are libc's own socket API: their safety contract is
+// libc's (valid pointers and lengths from the caller), documented there.
+#![allow(clippy::missing_safety_doc)]
+
+mod fork;
+mod progress;
+pub mod real;
+mod state;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::panic::AssertUnwindSafe;
+
+use libc::{c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
+use rbypass_stack::clock::now_ns;
+use rbypass_stack::tcp::conn::Shutdown;
+use rbypass_stack::tcp::tcb::TcpState;
+use rbypass_stack::{Core, SockError};
+use state::{Entry, State};
+
+fn set_errno(e: c_int) {
+    // SAFETY: errno is thread-local and always valid to write.
+    unsafe { *libc::__errno_location() = e };
+}
+
+fn fail<T: From<i8>>(e: c_int) -> T {
+    set_errno(e);
+    T::from(-1)
+}
+
+/// Runs an entry point's body, turning a panic into EIO instead of unwinding into C.
+fn guard<T: From<i8>>(f: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(_) => fail(libc::EIO),
+    }
+}
+
+fn sin(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddrV4> {
+    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
+        return None;
+    }
+    // SAFETY: non-null and long enough for a sockaddr_in; read unaligned to be safe.
+    let a = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
+    (c_int::from(a.sin_family) == libc::AF_INET).then(|| {
+        SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+            u16::from_be(a.sin_port),
+        )
+    })
+}
+
+fn put_sin(sa: SocketAddrV4, addr: *mut sockaddr, len: *mut socklen_t) {
+    if addr.is_null() || len.is_null() {
+        return;
+    }
+    let v = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: sa.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*sa.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: the caller gave a buffer of *len bytes; we copy at most that.
+    unsafe {
+        let n = (*len as usize).min(std::mem::size_of::<libc::sockaddr_in>());
+        std::ptr::copy_nonoverlapping(
+            (&v as *const libc::sockaddr_in).cast::<u8>(),
+            addr.cast::<u8>(),
+            n,
+        );
+        *len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
+    }
+}
+
+/// Whether the loop stack carries traffic for this address.
+fn stack_local(ip: &Ipv4Addr) -> bool {
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+/// Gives an fd back to the kernel: the stack socket is closed, the kernel socket stays.
+fn release(st: &State, fd: c_int) {
+    if let Some((e, last)) = st.take(fd) {
+        if last {
+            let mut c = st.stack.lock();
+            let now = now_ns();
+            let _ = if e.tcp {
+                c.tcp_close(e.id, now)
+            } else {
+                c.udp_close(e.id)
+            };
+        }
+    }
+}
+
+/// The errno of a stack error.
+fn errno_of(e: SockError) -> c_int {
+    e.errno()
+}
+
+/// Runs `f` until it stops saying WouldBlock: spinning, then sleeping on the
+/// stack's wake futex. Non-blocking callers get EAGAIN at once; `timeout_ns`
+/// 0 means no timeout.
+fn block<T>(
+    st: &State,
+    nonblock: bool,
+    timeout_ns: u64,
+    mut f: impl FnMut(&mut Core<'_>, u64) -> Result<T, SockError>,
+) -> Result<T, SockError> {
+    let start = now_ns();
+    loop {
+        let seen = st.stack.wake_seq();
+        {
+            let mut c = st.stack.lock();
+            let now = now_ns();
+            c.poll(now);
+            match f(&mut c, now) {
+                Err(SockError::WouldBlock) if !nonblock => {}
+                r => return r,
+            }
+        }
+        let now = now_ns();
+        if timeout_ns > 0 && now - start >= timeout_ns {
+            return Err(SockError::WouldBlock);
+        }
+        let spun = (now - start) / 1000;
+        if st.spin_us < 0 || spun < st.spin_us as u64 {
+            std::hint::spin_loop();
+            continue;
+        }
+        st.stack.sleep_for_wake(seen, 1_000_000);
+    }
+}
+
+fn wants_stack(domain: c_int, ty: c_int, proto: c_int) -> Option<bool> {
+    if domain != libc::AF_INET {
+        return None;
+    }
+    match (ty & 0xf, proto) {
+        (libc::SOCK_STREAM, 0) | (libc::SOCK_STREAM, libc::IPPROTO_TCP) => Some(true),
+        (libc::SOCK_DGRAM, 0) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => Some(false),
+        _ => None,
+    }
+}
+
+/// `socket(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
+    // SAFETY: passing the caller's arguments through.
+    let fd = unsafe { real::socket(domain, ty, proto) };
+    if fd < 0 {
+        return fd;
+    }
+    guard(|| {
+        let (Some(tcp), Some(st)) = (wants_stack(domain, ty, proto), state::get()) else {
+            return fd;
+        };
+        let mut c = st.stack.lock();
+        let id = if tcp { c.tcp_open() } else { c.udp_open() };
+        if let Ok(id) = id {
+            if !st.set(
+                fd,
+                Entry {
+                    id,
+                    tcp,
+                    nonblock: ty & libc::SOCK_NONBLOCK != 0,
+                },
+            ) {
+                let now = now_ns();
+                let _ = if tcp {
+                    c.tcp_close(id, now)
+                } else {
+                    c.udp_close(id)
+                };
+            }
+        }
+        fd
+    })
+}
+
+fn kernel_port(fd: c_int) -> Option<u16> {
+    let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
+    // SAFETY: a valid buffer and length.
+    let r = unsafe { real::getsockname(fd, (&mut a as *mut libc::sockaddr_in).cast(), &mut len) };
+    (r == 0).then(|| u16::from_be(a.sin_port))
+}
+
+/// Binds the kernel socket (reserving the port host-wide) and then the stack socket to the same port.
+fn bind_both(st: &State, fd: c_int, e: Entry, a: SocketAddrV4) -> c_int {
+    let k = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a valid sockaddr_in.
+    let r = unsafe {
+        real::bind(
+            fd,
+            (&k as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as socklen_t,
+        )
+    };
+    if r < 0 {
+        return r;
+    }
+    let Some(port) = kernel_port(fd) else {
+        return fail(libc::EINVAL);
+    };
+    let mut c = st.stack.lock();
+    let r = if e.tcp {
+        c.tcp_bind(e.id, SocketAddrV4::new(*a.ip(), port))
+    } else {
+        c.udp_bind(e.id, SocketAddrV4::new(*a.ip(), port))
+    };
+    match r {
+        Ok(_) => 0,
+        Err(err) => fail(errno_of(err)),
+    }
+}
+
+/// `bind(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    guard(|| {
+        if let Some(st) = state::existing() {
+            if let Some(e) = st.entry(fd) {
+                match sin(addr, len) {
+                    Some(a) if stack_local(a.ip()) => return bind_both(st, fd, e, a),
+                    _ => release(st, fd),
+                }
+            }
+        }
+        // SAFETY: passing the caller's arguments through.
+        unsafe { real::bind(fd, addr, len) }
+    })
+}
+
+fn is_bound(st: &State, e: Entry) -> bool {
+    let c = st.stack.lock();
+    let local = if e.tcp {
+        c.tcp_info(e.id).map(|i| i.local)
+    } else {
+        c.udp_local_addr(e.id)
+    };
+    local.is_ok_and(|l| l.port() != 0)
+}
+
+/// `listen(2)`: listens in the stack and on the kernel socket.
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    guard(|| {
+        if let Some(st) = state::existing() {
+            if let Some(e) = st.entry(fd).filter(|e| e.tcp) {
+                if !is_bound(st, e) {
+                    let r = bind_both(st, fd, e, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+                    if r < 0 {
+                        return r;
+                    }
+                }
+                // SAFETY: the kernel socket listens too, for unaccelerated clients.
+                let r = unsafe { real::listen(fd, backlog) };
+                if r < 0 {
+                    return r;
+                }
+                let mut c = st.stack.lock();
+                return match c.tcp_listen(e.id, backlog.max(1) as u32) {
+                    Ok(()) => 0,
+                    Err(err) => fail(errno_of(err)),
+                };
+            }
+        }
+        // SAFETY: passing through.
+        unsafe { real::listen(fd, backlog) }
+    })
+}
+
+/// `accept4(2)`: a stack connection (with a fresh kernel socket to hold its
+/// fd number) or a kernel connection from an unaccelerated client.
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    guard(|| {
+        let Some(st) = state::existing() else {
+            // SAFETY: passing through.
+            return unsafe { real::accept4(fd, addr, len, flags) };
+        };
+        let Some(e) = st.entry(fd) else {
+            // SAFETY: passing through.
+            return unsafe { real::accept4(fd, addr, len, flags) };
+        };
+        let r = block(st, e.nonblock, 0, |c, _now| match c.tcp_accept(e.id) {
+            Ok(x) => Ok(Some(x)),
+            Err(SockError::WouldBlock) => {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, no wait.
+                if unsafe { real::poll(&mut p, 1, 0) } > 0 {
+                    Ok(None)
+                } else {
+                    Err(SockError::WouldBlock)
+                }
+            }
+            Err(err) => Err(err),
+        });
+        match r {
+            Ok(Some((id, from))) => {
+                // SAFETY: a fresh kernel socket to own the fd number.
+                let nfd = unsafe {
+                    real::socket(
+                        libc::AF_INET,
+                        libc::SOCK_STREAM | (flags & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)),
+                        0,
+                    )
+                };
+                if nfd < 0
+                    || !st.set(
+                        nfd,
+                        Entry {
+                            id,
+                            tcp: true,
+                            nonblock: flags & libc::SOCK_NONBLOCK != 0,
+                        },
+                    )
+                {
+                    let _ = st.stack.lock().tcp_close(id, now_ns());
+                    return fail(libc::EMFILE);
+                }
+                put_sin(from, addr, len);
+                nfd
+            }
+            // SAFETY: the kernel listener has a connection waiting.
+            Ok(None) => unsafe { real::accept4(fd, addr, len, flags) },
+            Err(err) => fail(errno_of(err)),
+        }
+    })
+}
+
+/// `accept(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: same contract.
+    unsafe { accept4(fd, addr, len, 0) }
+}
+
+/// `connect(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    guard(|| {
+        let st_e = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e)));
+        let Some((st, e)) = st_e else {
+            // SAFETY: passing through.
+            return unsafe { real::connect(fd, addr, len) };
+        };
+        let to = match sin(addr, len) {
+            Some(a) if a.ip().is_loopback() => a,
+            _ => {
+                release(st, fd);
+                // SAFETY: passing through.
+                return unsafe { real::connect(fd, addr, len) };
+            }
+        };
+        let in_stack = {
+            let c = st.stack.lock();
+            if e.tcp {
+                c.tcp_listener_exists(to)
+            } else {
+                c.udp_port_bound(to)
+            }
+        };
+        if !in_stack {
+            // The peer is not in this stack: the kernel carries it.
+            release(st, fd);
+            // SAFETY: passing through.
+            return unsafe { real::connect(fd, addr, len) };
+        }
+        if !is_bound(st, e) {
+            let r = bind_both(st, fd, e, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+            if r < 0 {
+                return r;
+            }
+        }
+        if !e.tcp {
+            let mut c = st.stack.lock();
+            return match c.udp_connect(e.id, to) {
+                Ok(_) => 0,
+                Err(err) => fail(errno_of(err)),
+            };
+        }
+        {
+            let mut c = st.stack.lock();
+            if let Err(err) = c.tcp_connect(e.id, to, now_ns()) {
+                return fail(if err == SockError::InProgress {
+                    libc::EALREADY
+                } else {
+                    errno_of(err)
+                });
+            }
+        }
+        if e.nonblock {
+            return fail(libc::EINPROGRESS);
+        }
+        let r = block(st, false, 0, |c, _| match c.tcp_state(e.id) {
+            Ok(TcpState::SynSent) | Ok(TcpState::SynReceived) => Err(SockError::WouldBlock),
+            Ok(TcpState::Closed) => Err(c
+                .tcp_take_error(e.id)
+                .ok()
+                .flatten()
+                .unwrap_or(SockError::ConnRefused)),
+            Ok(_) => Ok(()),
+            Err(err) => Err(err),
+        });
+        match r {
+            Ok(()) => 0,
+            Err(err) => fail(errno_of(err)),
+        }
+    })
+}
+
+fn raise_sigpipe(flags: c_int) {
+    if flags & libc::MSG_NOSIGNAL == 0 {
+        // SAFETY: raising a signal in our own process, as the kernel would.
+        unsafe { libc::raise(libc::SIGPIPE) };
+    }
+}
+
+fn tcp_send(st: &State, e: Entry, data: &[u8], flags: c_int) -> ssize_t {
+    let nonblock = e.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let mut sent = 0;
+    loop {
+        let r = block(st, nonblock, 0, |c, now| {
+            c.tcp_send(e.id, &data[sent..], now).map_err(|err| {
+                if err == SockError::NoBuffers {
+                    SockError::WouldBlock
+                } else {
+                    err
+                }
+            })
+        });
+        match r {
+            Ok(n) => {
+                sent += n;
+                if sent == data.len() || nonblock {
+                    return sent as ssize_t;
+                }
+            }
+            Err(SockError::WouldBlock) if sent > 0 => return sent as ssize_t,
+            Err(err) => {
+                if err == SockError::BrokenPipe || err == SockError::ConnReset {
+                    raise_sigpipe(flags);
+                }
+                return if sent > 0 {
+                    sent as ssize_t
+                } else {
+                    fail(errno_of(err))
+                };
+            }
+        }
+    }
+}
+
+fn udp_send(
+    st: &State,
+    fd: c_int,
+    e: Entry,
+    data: &[u8],
+    flags: c_int,
+    to: Option<SocketAddrV4>,
+) -> ssize_t {
+    let mut c = st.stack.lock();
+    let dest = match to {
+        Some(t) => t,
+        None => match c.udp_peer_addr(e.id) {
+            Ok(p) => p,
+            Err(err) => return fail(errno_of(err)),
+        },
+    };
+    if !(dest.ip().is_loopback() && c.udp_port_bound(dest)) {
+        drop(c);
+        // Not for this stack: the kernel socket (bound to the same port) sends it.
+        let k = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: dest.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*dest.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        if !is_bound(st, e) {
+            let r = bind_both(st, fd, e, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+            if r < 0 {
+                return r as ssize_t;
+            }
+        }
+        // SAFETY: valid buffer and address.
+        return unsafe {
+            real::sendto(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                flags,
+                (&k as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as socklen_t,
+            )
+        };
+    }
+    if !is_bound_locked(&c, e) {
+        drop(c);
+        let r = bind_both(st, fd, e, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        if r < 0 {
+            return r as ssize_t;
+        }
+        c = st.stack.lock();
+    }
+    match c.udp_send_to(e.id, data, dest) {
+        Ok(n) => {
+            c.poll(now_ns());
+            n as ssize_t
+        }
+        Err(err) => fail(errno_of(err)),
+    }
+}
+
+fn is_bound_locked(c: &Core<'_>, e: Entry) -> bool {
+    c.udp_local_addr(e.id).is_ok_and(|l| l.port() != 0)
+}
+
+/// `sendto(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
+    guard(|| {
+        let st_e = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e)));
+        let Some((st, e)) = st_e else {
+            // SAFETY: passing through.
+            return unsafe { real::sendto(fd, buf, n, flags, addr, alen) };
+        };
+        // SAFETY: the caller's buffer of n bytes.
+        let data = if n == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) }
+        };
+        if e.tcp {
+            tcp_send(st, e, data, flags)
+        } else {
+            udp_send(
+                st,
+                fd,
+                e,
+                data,
+                flags,
+                if addr.is_null() {
+                    None
+                } else {
+                    sin(addr, alen)
+                },
+            )
+        }
+    })
+}
+
+/// `send(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: same contract.
+    unsafe { sendto(fd, buf, n, flags, std::ptr::null(), 0) }
+}
+
+/// `write(2)`: accelerated sockets are sent on, everything else passes through.
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    if state::existing().and_then(|st| st.entry(fd)).is_none() {
+        // SAFETY: passing through (the common path for files and pipes).
+        return unsafe { real::write(fd, buf, n) };
+    }
+    // SAFETY: same contract.
+    unsafe { sendto(fd, buf, n, 0, std::ptr::null(), 0) }
+}
+
+fn tcp_recv(st: &State, e: Entry, out: &mut [u8], flags: c_int) -> ssize_t {
+    let nonblock = e.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let peek = flags & libc::MSG_PEEK != 0;
+    let waitall = flags & libc::MSG_WAITALL != 0 && !peek;
+    let mut got = 0;
+    loop {
+        let r = block(st, nonblock, 0, |c, now| {
+            c.tcp_recv(e.id, &mut out[got..], peek, now)
+        });
+        match r {
+            Ok(0) => return got as ssize_t,
+            Ok(k) => {
+                got += k;
+                if !waitall || got == out.len() {
+                    return got as ssize_t;
+                }
+            }
+            Err(SockError::WouldBlock) if got > 0 => return got as ssize_t,
+            Err(err) => {
+                return if got > 0 {
+                    got as ssize_t
+                } else {
+                    fail(errno_of(err))
+                }
+            }
+        }
+    }
+}
+
+fn udp_recv(
+    st: &State,
+    fd: c_int,
+    e: Entry,
+    out: &mut [u8],
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    let nonblock = e.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let peek = flags & libc::MSG_PEEK != 0;
+    let r = block(st, nonblock, 0, |c, _| {
+        match c.udp_recv_from(e.id, out, peek) {
+            Ok(m) => Ok(Some(m)),
+            Err(SockError::WouldBlock) => {
+                // Datagrams from unaccelerated senders arrive on the kernel socket.
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, no wait.
+                if unsafe { real::poll(&mut p, 1, 0) } > 0 {
+                    Ok(None)
+                } else {
+                    Err(SockError::WouldBlock)
+                }
+            }
+            Err(err) => Err(err),
+        }
+    });
+    match r {
+        Ok(Some(m)) => {
+            put_sin(m.from, addr, alen);
+            if flags & libc::MSG_TRUNC != 0 {
+                m.len as ssize_t
+            } else {
+                m.copied as ssize_t
+            }
+        }
+        // SAFETY: the kernel socket has a datagram.
+        Ok(None) => unsafe {
+            real::recvfrom(
+                fd,
+                out.as_mut_ptr().cast(),
+                out.len(),
+                flags | libc::MSG_DONTWAIT,
+                addr,
+                alen,
+            )
+        },
+        Err(err) => fail(errno_of(err)),
+    }
+}
+
+/// `recvfrom(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    guard(|| {
+        let st_e = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e)));
+        let Some((st, e)) = st_e else {
+            // SAFETY: passing through.
+            return unsafe { real::recvfrom(fd, buf, n, flags, addr, alen) };
+        };
+        // SAFETY: the caller's buffer of n bytes.
+        let out = if n == 0 {
+            &mut [][..]
+        } else {
+            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), n) }
+        };
+        if e.tcp {
+            if !addr.is_null() && !alen.is_null() {
+                // SAFETY: the caller's length word.
+                unsafe { *alen = 0 };
+            }
+            tcp_recv(st, e, out, flags)
+        } else {
+            udp_recv(st, fd, e, out, flags, addr, alen)
+        }
+    })
+}
+
+/// `recv(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: same contract.
+    unsafe {
+        recvfrom(
+            fd,
+            buf,
+            n,
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// `read(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    if state::existing().and_then(|st| st.entry(fd)).is_none() {
+        // SAFETY: passing through.
+        return unsafe { real::read(fd, buf, n) };
+    }
+    // SAFETY: same contract.
+    unsafe { recvfrom(fd, buf, n, 0, std::ptr::null_mut(), std::ptr::null_mut()) }
+}
+
+/// `close(2)`: the last fd of a stack socket closes it in the stack (TCP closes gracefully).
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    guard(|| {
+        if let Some(st) = state::existing() {
+            release(st, fd);
+        }
+        // SAFETY: passing through.
+        unsafe { real::close(fd) }
+    })
+}
+
+/// `shutdown(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    guard(|| {
+        let st_e = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e)));
+        match st_e {
+            Some((st, e)) if e.tcp => {
+                let how = match how {
+                    libc::SHUT_RD => Shutdown::Read,
+                    libc::SHUT_WR => Shutdown::Write,
+                    libc::SHUT_RDWR => Shutdown::Both,
+                    _ => return fail(libc::EINVAL),
+                };
+                match st.stack.lock().tcp_shutdown(e.id, how, now_ns()) {
+                    Ok(()) => 0,
+                    Err(err) => fail(errno_of(err)),
+                }
+            }
+            Some(_) => 0,
+            // SAFETY: passing through.
+            None => unsafe { real::shutdown(fd, how) },
+        }
+    })
+}
+
+/// `getsockname(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    guard(|| {
+        let st_e = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e)));
+        if let Some((st, e)) = st_e {
+            let c = st.stack.lock();
+            let a = if e.tcp {
+                c.tcp_info(e.id).map(|i| i.local)
+            } else {
+                c.udp_local_addr(e.id)
+            };
+            if let Ok(a) = a {
+                put_sin(a, addr, len);
+                return 0;
+            }
+        }
+        // SAFETY: passing through.
+        unsafe { real::getsockname(fd, addr, len) }
+    })
+}
+
+/// `getpeername(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    guard(|| {
+        let st_e = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e)));
+        let Some((st, e)) = st_e else {
+            // SAFETY: passing through.
+            return unsafe { real::getpeername(fd, addr, len) };
+        };
+        let c = st.stack.lock();
+        let a = if e.tcp {
+            c.tcp_info(e.id)
+                .ok()
+                .filter(|i| i.state.synchronized() || i.state == TcpState::SynReceived)
+                .map(|i| i.remote)
+                .ok_or(SockError::NotConnected)
+        } else {
+            c.udp_peer_addr(e.id)
+        };
+        match a {
+            Ok(a) => {
+                put_sin(a, addr, len);
+                0
+            }
+            Err(err) => fail(errno_of(err)),
+        }
+    })
+}
+
+/// `setsockopt(2)`: options the stack implements are applied to it; every
+/// option is also set on the kernel socket, so getsockopt reads it back.
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    guard(|| {
+        if let Some((st, e)) = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e))) {
+            let int = || {
+                (!val.is_null() && len as usize >= 4)
+                    .then(|| unsafe { std::ptr::read_unaligned(val.cast::<c_int>()) })
+            };
+            let mut c = st.stack.lock();
+            let now = now_ns();
+            let r = match (level, name, e.tcp) {
+                (libc::IPPROTO_TCP, libc::TCP_NODELAY, true) => {
+                    int().map(|v| c.tcp_set_nodelay(e.id, v != 0, now))
+                }
+                (libc::IPPROTO_TCP, libc::TCP_CORK, true) => {
+                    int().map(|v| c.tcp_set_cork(e.id, v != 0, now))
+                }
+                (libc::SOL_SOCKET, libc::SO_RCVBUF, true) => {
+                    int().map(|v| c.tcp_set_buffers(e.id, Some(v.max(0) as u32 * 2), None))
+                }
+                (libc::SOL_SOCKET, libc::SO_SNDBUF, true) => {
+                    int().map(|v| c.tcp_set_buffers(e.id, None, Some(v.max(0) as u32 * 2)))
+                }
+                (libc::SOL_SOCKET, libc::SO_RCVBUF, false) => {
+                    int().map(|v| c.udp_set_rcvbuf(e.id, v.max(0) as u32 * 2))
+                }
+                (libc::SOL_SOCKET, libc::SO_BROADCAST, false) => {
+                    int().map(|v| c.udp_set_broadcast(e.id, v != 0))
+                }
+                (libc::SOL_SOCKET, libc::SO_KEEPALIVE, true) => {
+                    int().map(|v| c.tcp_set_keepalive(e.id, v != 0, 7200, 75, 9, now))
+                }
+                (libc::SOL_SOCKET, libc::SO_LINGER, true)
+                    if !val.is_null() && len as usize >= std::mem::size_of::<libc::linger>() =>
+                {
+                    // SAFETY: checked length.
+                    let l = unsafe { std::ptr::read_unaligned(val.cast::<libc::linger>()) };
+                    Some(c.tcp_set_linger0(e.id, l.l_onoff != 0 && l.l_linger == 0))
+                }
+                _ => Some(Ok(())),
+            };
+            if let Some(Err(err)) = r {
+                return fail(errno_of(err));
+            }
+        }
+        // SAFETY: passing through (the kernel socket keeps the value for getsockopt).
+        unsafe { real::setsockopt(fd, level, name, val, len) }
+    })
+}
+
+/// `getsockopt(2)`: SO_ERROR comes from the stack; the rest from the kernel socket.
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    guard(|| {
+        if level == libc::SOL_SOCKET && name == libc::SO_ERROR && !val.is_null() && !len.is_null() {
+            if let Some((st, e)) = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e))) {
+                let mut c = st.stack.lock();
+                let err = if e.tcp {
+                    c.tcp_take_error(e.id)
+                } else {
+                    c.udp_take_error(e.id)
+                };
+                let v: c_int = err.ok().flatten().map_or(0, errno_of);
+                // SAFETY: caller's buffer; SO_ERROR is an int.
+                unsafe {
+                    if (*len as usize) < 4 {
+                        return fail(libc::EINVAL);
+                    }
+                    std::ptr::write_unaligned(val.cast::<c_int>(), v);
+                    *len = 4;
+                }
+                return 0;
+            }
+        }
+        // SAFETY: passing through.
+        unsafe { real::getsockopt(fd, level, name, val, len) }
+    })
+}
+
+/// `fcntl(2)` (the variadic argument is read as one word, as the x86-64 ABI passes it).
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    if cmd == libc::F_SETFL {
+        if let Some(st) = state::existing() {
+            if let Some(mut e) = st.entry(fd) {
+                e.nonblock = arg as c_int & libc::O_NONBLOCK != 0;
+                st.update(fd, e);
+            }
+        }
+    }
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+        // SAFETY: passing through.
+        let nfd = unsafe { real::fcntl(fd, cmd, arg) };
+        dup_entry(fd, nfd);
+        return nfd;
+    }
+    // SAFETY: passing through.
+    unsafe { real::fcntl(fd, cmd, arg) }
+}
+
+/// `ioctl(2)`: FIONBIO and FIONREAD on accelerated sockets.
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: libc::c_ulong, arg: usize) -> c_int {
+    guard(|| {
+        if let Some((st, mut e)) = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e))) {
+            if req == libc::FIONBIO && arg != 0 {
+                // SAFETY: FIONBIO's argument is an int pointer.
+                e.nonblock = unsafe { *(arg as *const c_int) } != 0;
+                st.update(fd, e);
+            } else if req == libc::FIONREAD && arg != 0 {
+                let c = st.stack.lock();
+                let n = if e.tcp {
+                    c.tcp_rx_pending(e.id).unwrap_or(0) as c_int
+                } else {
+                    c.udp_rx_pending(e.id)
+                        .map(|p| p.0.unwrap_or(0) as c_int)
+                        .unwrap_or(0)
+                };
+                // SAFETY: FIONREAD's argument is an int pointer.
+                unsafe { *(arg as *mut c_int) = n };
+                return 0;
+            }
+        }
+        // SAFETY: passing through.
+        unsafe { real::ioctl(fd, req, arg) }
+    })
+}
+
+fn ready(c: &Core<'_>, e: Entry, events: i16) -> i16 {
+    let mut r = 0;
+    if e.tcp {
+        if events & libc::POLLIN != 0 && c.tcp_readable(e.id) {
+            r |= libc::POLLIN;
+        }
+        if events & libc::POLLOUT != 0 && c.tcp_writable(e.id) {
+            r |= libc::POLLOUT;
+        }
+        if let Ok(TcpState::Closed) = c.tcp_state(e.id) {
+            r |= libc::POLLHUP;
+        }
+    } else {
+        if events & libc::POLLIN != 0 && c.udp_readable(e.id) {
+            r |= libc::POLLIN;
+        }
+        r |= events & libc::POLLOUT;
+    }
+    r
+}
+
+/// `poll(2)` over any mix of accelerated and kernel fds.
+#[no_mangle]
+pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
+    guard(|| {
+        let Some(st) = state::existing() else {
+            // SAFETY: passing through.
+            return unsafe { real::poll(fds, n, timeout) };
+        };
+        // SAFETY: the caller's array of n pollfds.
+        let set = if n == 0 {
+            &mut [][..]
+        } else {
+            unsafe { std::slice::from_raw_parts_mut(fds, n as usize) }
+        };
+        if !set.iter().any(|p| st.entry(p.fd).is_some()) {
+            // SAFETY: passing through.
+            return unsafe { real::poll(fds, n, timeout) };
+        }
+        let start = now_ns();
+        loop {
+            let seen = st.stack.wake_seq();
+            let mut count = 0;
+            {
+                let mut c = st.stack.lock();
+                c.poll(now_ns());
+                for p in set.iter_mut() {
+                    p.revents = 0;
+                    if let Some(e) = st.entry(p.fd) {
+                        p.revents = ready(&c, e, p.events);
+                        // Kernel-path traffic to an accelerated socket (unaccelerated peers).
+                        if p.revents == 0 && p.events & libc::POLLIN != 0 {
+                            let mut k = libc::pollfd {
+                                fd: p.fd,
+                                events: libc::POLLIN,
+                                revents: 0,
+                            };
+                            // SAFETY: one valid pollfd, no wait.
+                            if unsafe { real::poll(&mut k, 1, 0) } > 0
+                                && k.revents & libc::POLLIN != 0
+                            {
+                                p.revents |= libc::POLLIN;
+                            }
+                        }
+                    }
+                }
+            }
+            // Kernel fds, without waiting.
+            for p in set.iter_mut() {
+                if st.entry(p.fd).is_none() && p.fd >= 0 {
+                    let mut k = libc::pollfd {
+                        fd: p.fd,
+                        events: p.events,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd, no wait.
+                    unsafe { real::poll(&mut k, 1, 0) };
+                    p.revents = k.revents;
+                }
+            }
+            count += set.iter().filter(|p| p.revents != 0).count() as c_int;
+            if count > 0 || timeout == 0 {
+                return count;
+            }
+            let waited = (now_ns() - start) / 1_000_000;
+            if timeout > 0 && waited >= timeout as u64 {
+                return 0;
+            }
+            if st.spin_us < 0 || (now_ns() - start) / 1000 < st.spin_us as u64 {
+                std::hint::spin_loop();
+            } else {
+                st.stack.sleep_for_wake(seen, 1_000_000);
+            }
+        }
+    })
+}
+
+fn dup_entry(old: c_int, new: c_int) {
+    if new < 0 || new == old {
+        return;
+    }
+    if let Some(st) = state::existing() {
+        release(st, new);
+        if let Some(e) = st.entry(old) {
+            st.set(new, e);
+        }
+    }
+}
+
+/// `dup(2)`: both fds refer to the same stack socket.
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: passing through.
+    let n = unsafe { real::dup(fd) };
+    guard(|| {
+        dup_entry(fd, n);
+        n
+    })
+}
+
+/// `dup2(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(fd: c_int, fd2: c_int) -> c_int {
+    // SAFETY: passing through.
+    let n = unsafe { real::dup2(fd, fd2) };
+    guard(|| {
+        dup_entry(fd, n);
+        n
+    })
+}
+
+/// `dup3(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(fd: c_int, fd2: c_int, flags: c_int) -> c_int {
+    // SAFETY: passing through.
+    let n = unsafe { real::dup3(fd, fd2, flags) };
+    guard(|| {
+        dup_entry(fd, n);
+        n
+    })
+}

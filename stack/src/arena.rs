@@ -270,6 +270,11 @@ pub struct ArenaHeader {
     /// changing it, so a reader in another process can detect a torn read.
     pub pub_gen: AtomicU64,
     pub lock: StackLock,
+    /// Bumped whenever frames were processed, so threads sleeping in blocking
+    /// calls (any process) re-check their sockets; a futex word.
+    pub wake_seq: AtomicU32,
+    /// Threads sleeping on `wake_seq`.
+    pub sleepers: AtomicU32,
     pub counters: StackCounters,
 }
 
@@ -468,6 +473,8 @@ impl Arena {
             layout: *layout,
             pub_gen: AtomicU64::new(0),
             lock: StackLock::new(),
+            wake_seq: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
             counters: StackCounters::default(),
         };
         // SAFETY: the mapping is at least `layout.total` bytes, page aligned,

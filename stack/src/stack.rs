@@ -242,6 +242,36 @@ impl<'s> DerefMut for StackGuard<'s> {
     }
 }
 
+impl Stack {
+    /// Sleeps until `wake_seq` moves past `seen` or `timeout_ns` passes.
+    pub fn sleep_for_wake(&self, seen: u32, timeout_ns: u64) {
+        let h = self.arena.header();
+        h.sleepers.fetch_add(1, Ordering::AcqRel);
+        if h.wake_seq.load(Ordering::Acquire) == seen {
+            let ts = libc::timespec {
+                tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+            };
+            // SAFETY: a valid futex word and timespec; a shared futex (other processes wake it).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    h.wake_seq.as_ptr(),
+                    libc::FUTEX_WAIT,
+                    seen,
+                    &ts as *const libc::timespec,
+                );
+            }
+        }
+        h.sleepers.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The current wake sequence (read before checking sockets, then sleep on it).
+    pub fn wake_seq(&self) -> u32 {
+        self.arena.header().wake_seq.load(Ordering::Acquire)
+    }
+}
+
 impl Drop for StackGuard<'_> {
     fn drop(&mut self) {
         let lock = &self.stack.arena.header().lock;
@@ -390,6 +420,22 @@ impl<'a> Core<'a> {
         }
     }
 
+    /// Wakes threads sleeping in blocking calls (after sockets may have become ready).
+    pub fn wake_sleepers(&self) {
+        self.hdr.wake_seq.fetch_add(1, Ordering::Release);
+        if self.hdr.sleepers.load(Ordering::Acquire) > 0 {
+            // SAFETY: wake_seq is an aligned u32 in the shared mapping.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.hdr.wake_seq.as_ptr(),
+                    libc::FUTEX_WAKE,
+                    i32::MAX,
+                );
+            }
+        }
+    }
+
     /// Takes the work bits other threads posted (see [`crate::lock`]).
     pub fn take_pending_work(&mut self) -> u32 {
         std::mem::take(&mut self.st.pending_work)
@@ -485,6 +531,9 @@ impl<'a> Core<'a> {
             did = true;
         }
         self.publish_usage();
+        if did {
+            self.wake_sleepers();
+        }
         did
     }
 

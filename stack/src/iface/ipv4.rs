@@ -34,6 +34,11 @@ impl Core<'_> {
         if now > self.st.last_now_ns {
             self.st.last_now_ns = now;
         }
+        self.receive_frame(b, now);
+        self.wake_sleepers();
+    }
+
+    fn receive_frame(&mut self, b: BufId, now: u64) {
         let c = &self.hdr.counters;
         c.rx_frames.inc();
         c.rx_bytes.add(u64::from(self.pool.meta(b).len));

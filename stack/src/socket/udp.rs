@@ -115,6 +115,14 @@ impl Core<'_> {
         Err(SockError::NoPorts)
     }
 
+    /// Whether a socket of this stack would receive a datagram sent to `addr`.
+    pub fn udp_port_bound(&self, addr: SocketAddrV4) -> bool {
+        self.bound_on(addr.port()).any(|i| {
+            let l = Ipv4Addr::from(self.sockets[i as usize].local_ip);
+            l.is_unspecified() || l == *addr.ip()
+        })
+    }
+
     /// Binds to a local address. Port 0 picks an ephemeral port; address
     /// 0.0.0.0 receives on every address of the stack.
     pub fn udp_bind(&mut self, s: SocketId, addr: SocketAddrV4) -> Result<SocketAddrV4, SockError> {

@@ -228,6 +228,11 @@ impl Core<'_> {
         Ok((self.sock_id(c), self.sockets[c as usize].remote()))
     }
 
+    /// Whether a socket of this stack listens on `addr` (exact or wildcard address).
+    pub fn tcp_listener_exists(&self, addr: SocketAddrV4) -> bool {
+        self.listener_lookup(addr).is_some()
+    }
+
     /// Connections waiting in a listener's accept queue.
     pub fn tcp_accept_pending(&self, s: SocketId) -> Result<u32, SockError> {
         Ok(self.tcbs[self.tcb_ok(s)? as usize].acceptq_len)

@@ -1,0 +1,27 @@
+//! fork: the stack lock is taken around fork so the child never inherits it
+//! held by a thread that does not exist there; the child gets its own
+//! progress thread. The arena mapping is shared, so sockets keep working in
+//! both processes.
+
+extern "C" fn prepare() {
+    if let Some(st) = crate::state::existing() {
+        st.stack.header().lock.lock();
+    }
+}
+
+extern "C" fn release() {
+    if let Some(st) = crate::state::existing() {
+        while st.stack.header().lock.unlock_or_take_work() != 0 {}
+    }
+}
+
+extern "C" fn child() {
+    release();
+    crate::progress::start();
+}
+
+/// Registers the handlers (once).
+pub fn register() {
+    // SAFETY: plain function pointers with the C ABI.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(child)) };
+}

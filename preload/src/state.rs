@@ -1,0 +1,215 @@
+//! Per-process state of the library: the stack this process uses, the fd
+//! table mapping kernel fds to stack sockets, and settings. Initialised
+//! lazily on the first socket call, with no allocation after that.
+
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+
+use rbypass_stack::{IfaceConfig, SocketId, Stack, StackConfig};
+
+/// Largest fd the table tracks; sockets above it stay with the kernel.
+pub const MAX_FDS: usize = 1 << 16;
+
+/// What a table entry says about an fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub id: SocketId,
+    pub tcp: bool,
+    pub nonblock: bool,
+}
+
+const VALID: u64 = 1 << 63;
+const NONBLOCK: u64 = 1 << 62;
+const TCP: u64 = 1 << 61;
+
+impl Entry {
+    fn pack(self) -> u64 {
+        // Index (20 bits) and incarnation (32 bits) fit below the flag bits.
+        VALID
+            | if self.nonblock { NONBLOCK } else { 0 }
+            | if self.tcp { TCP } else { 0 }
+            | (u64::from(self.id.incarnation()) << 20)
+            | u64::from(self.id.index() & 0xf_ffff)
+    }
+
+    fn unpack(v: u64) -> Option<Entry> {
+        (v & VALID != 0).then(|| Entry {
+            id: SocketId::new((v & 0xf_ffff) as u32, ((v >> 20) & 0xffff_ffff) as u32),
+            tcp: v & TCP != 0,
+            nonblock: v & NONBLOCK != 0,
+        })
+    }
+}
+
+/// The process-wide state.
+pub struct State {
+    pub stack: Stack,
+    table: &'static [AtomicU64],
+    /// fds referring to each stack socket (dup), by socket index.
+    refs: &'static [AtomicU8],
+    /// Microseconds a blocking call spins before sleeping; negative: forever.
+    pub spin_us: i64,
+}
+
+static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
+static INIT: std::sync::Once = std::sync::Once::new();
+
+fn mmap_zeroed<T>(n: usize) -> Option<&'static [T]> {
+    let bytes = n * std::mem::size_of::<T>();
+    // SAFETY: an anonymous private mapping, zero filled, never unmapped; T is
+    // an atomic integer for which all-zero is a valid value.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        Some(std::slice::from_raw_parts(p.cast::<T>(), n))
+    }
+}
+
+fn env_u32(k: &str) -> Option<u32> {
+    std::env::var(k).ok().and_then(|v| v.parse().ok())
+}
+
+fn log(msg: &str) {
+    if std::env::var("RBYPASS_LOG").is_ok_and(|v| !v.is_empty() && v != "off" && v != "error") {
+        let line = format!("rbypass[{}]: {msg}\n", std::process::id());
+        // SAFETY: writing a buffer to stderr.
+        unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    }
+}
+
+fn build() -> Option<State> {
+    let nic = std::env::var("RBYPASS_NIC").unwrap_or_else(|_| "loop".into());
+    if nic != "loop" {
+        log(&format!("RBYPASS_NIC={nic} is not supported by the preload library yet; sockets stay with the kernel"));
+        return None;
+    }
+    let cfg = StackConfig {
+        max_sockets: env_u32("RBYPASS_MAX_SOCKETS").unwrap_or(4096),
+        max_bufs: env_u32("RBYPASS_MAX_BUFS").unwrap_or(32768),
+        ..StackConfig::default()
+    };
+    let iface = IfaceConfig::loopback();
+    let stack = match std::env::var("RBYPASS_NAME") {
+        Ok(name) if !name.is_empty() => Stack::open_or_create_named(&name, &cfg, iface),
+        _ => Stack::create_private(&cfg, iface),
+    };
+    let stack = match stack {
+        Ok(s) => s,
+        Err(e) => {
+            log(&format!(
+                "cannot open the stack ({e}); sockets stay with the kernel"
+            ));
+            return None;
+        }
+    };
+    let table = mmap_zeroed::<AtomicU64>(MAX_FDS)?;
+    let refs = mmap_zeroed::<AtomicU8>(stack.config().max_sockets as usize)?;
+    let spin_us = std::env::var("RBYPASS_SPIN_USEC")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    log(&format!(
+        "stack {} attached (spin {spin_us} us)",
+        stack.arena().path().display()
+    ));
+    Some(State {
+        stack,
+        table,
+        refs,
+        spin_us,
+    })
+}
+
+/// The state, initialising it on first use; None if acceleration is off.
+pub fn get() -> Option<&'static State> {
+    let p = STATE.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: set once to a leaked Box below, never freed.
+        return Some(unsafe { &*p });
+    }
+    INIT.call_once(|| {
+        if let Some(s) = build() {
+            STATE.store(Box::into_raw(Box::new(s)), Ordering::Release);
+            crate::progress::start();
+            crate::fork::register();
+        }
+    });
+    let p = STATE.load(Ordering::Acquire);
+    // SAFETY: as above.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// The state if it already exists (never initialises: for fd-only paths).
+pub fn existing() -> Option<&'static State> {
+    let p = STATE.load(Ordering::Acquire);
+    // SAFETY: as in `get`.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+impl State {
+    /// The entry of `fd`, if it is an accelerated socket.
+    pub fn entry(&self, fd: libc::c_int) -> Option<Entry> {
+        let i = usize::try_from(fd).ok()?;
+        Entry::unpack(self.table.get(i)?.load(Ordering::Acquire))
+    }
+
+    /// Maps `fd` to a stack socket.
+    pub fn set(&self, fd: libc::c_int, e: Entry) -> bool {
+        let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.table.get(i)) else {
+            return false;
+        };
+        if let Some(r) = self.refs.get(e.id.index() as usize) {
+            r.fetch_add(1, Ordering::AcqRel);
+        }
+        slot.store(e.pack(), Ordering::Release);
+        true
+    }
+
+    /// Updates the flags of an existing mapping.
+    pub fn update(&self, fd: libc::c_int, e: Entry) {
+        if let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.table.get(i)) {
+            slot.store(e.pack(), Ordering::Release);
+        }
+    }
+
+    /// Unmaps `fd`; returns the entry and whether it was the last fd of its socket.
+    pub fn take(&self, fd: libc::c_int) -> Option<(Entry, bool)> {
+        let slot = usize::try_from(fd).ok().and_then(|i| self.table.get(i))?;
+        let e = Entry::unpack(slot.swap(0, Ordering::AcqRel))?;
+        let last = self
+            .refs
+            .get(e.id.index() as usize)
+            .is_none_or(|r| r.fetch_sub(1, Ordering::AcqRel) <= 1);
+        Some((e, last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        for (idx, inc, tcp, nb) in [
+            (0, 1, true, false),
+            (0xf_ffff, u32::MAX, false, true),
+            (12345, 7, true, true),
+        ] {
+            let e = Entry {
+                id: SocketId::new(idx, inc),
+                tcp,
+                nonblock: nb,
+            };
+            assert_eq!(Entry::unpack(e.pack()), Some(e));
+        }
+        assert_eq!(Entry::unpack(0), None);
+    }
+}

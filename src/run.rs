@@ -1,0 +1,144 @@
+//! `rbypass run`: starts a program with its sockets served by rbypass. It
+//! finds librbypass.so, prepends it to LD_PRELOAD, sets the RBYPASS_*
+//! environment from the options and the profile (the environment wins), and
+//! execs the program.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+/// Settings the library understands, with what each does (for `-v` and for
+/// warning about unknown ones).
+pub const KNOWN_VARS: &[(&str, &str)] = &[
+    (
+        "RBYPASS_NAME",
+        "stack name shared by processes (empty: a private stack per process)",
+    ),
+    ("RBYPASS_NIC", "NIC spec: loop (default), tap:NAME"),
+    (
+        "RBYPASS_SPIN_USEC",
+        "microseconds a blocking call spins before sleeping (-1: forever)",
+    ),
+    ("RBYPASS_LOG", "log filter (error, warn, info, debug)"),
+    ("RBYPASS_FAULTS", "fault injection, e.g. drop=0.01,seed=7"),
+    ("RBYPASS_PROFILE", "the profile the launcher applied"),
+    ("RBYPASS_MAX_SOCKETS", "socket table size of a new stack"),
+    ("RBYPASS_MAX_BUFS", "packet buffers of a new stack"),
+];
+
+/// Arguments of `rbypass run`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Share one stack between every process started with this name.
+    #[arg(long)]
+    name: Option<String>,
+    /// NIC spec: loop, tap:NAME.
+    #[arg(long)]
+    nic: Option<String>,
+    /// latency (spin in blocking calls), throughput, or safe (short spins).
+    #[arg(long, default_value = "latency")]
+    profile: String,
+    /// Print the effective configuration first.
+    #[arg(short, long)]
+    verbose: bool,
+    /// The program and its arguments.
+    #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+    cmd: Vec<OsString>,
+}
+
+fn profile_vars(p: &str) -> Result<Vec<(&'static str, &'static str)>, String> {
+    Ok(match p {
+        "latency" => vec![("RBYPASS_SPIN_USEC", "-1")],
+        "throughput" => vec![("RBYPASS_SPIN_USEC", "50")],
+        "safe" => vec![("RBYPASS_SPIN_USEC", "0")],
+        other => {
+            return Err(format!(
+                "unknown profile {other:?}: use latency, throughput or safe"
+            ))
+        }
+    })
+}
+
+/// Where librbypass.so is: next to this binary, or in ../lib.
+fn find_library() -> Result<PathBuf, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the rbypass binary: {e}"))?;
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    for cand in [
+        dir.join("librbypass.so"),
+        dir.join("../lib/librbypass.so"),
+        dir.join("../lib/rbypass/librbypass.so"),
+    ] {
+        if cand.is_file() {
+            return cand.canonicalize().map_err(|e| e.to_string());
+        }
+    }
+    Err(format!(
+        "librbypass.so not found next to {} or in ../lib: build it with `cargo build --release` (it is the preload crate) or install it beside the rbypass binary",
+        exe.display()
+    ))
+}
+
+/// Runs the program (does not return on success).
+pub fn run(a: Args) -> Result<(), String> {
+    let lib = find_library()?;
+    if let Some(spec) = &a.nic {
+        spec.parse::<rbypass_nic::spec::NicSpec>()
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(n) = &a.name {
+        rbypass_stack::arena::validate_name(n).map_err(|e| e.to_string())?;
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (k, v) in profile_vars(&a.profile)? {
+        if std::env::var_os(k).is_none() {
+            env.push((k.into(), v.into()));
+        }
+    }
+    env.push(("RBYPASS_PROFILE".into(), a.profile.clone()));
+    if let Some(n) = &a.name {
+        env.push(("RBYPASS_NAME".into(), n.clone()));
+    }
+    if let Some(n) = &a.nic {
+        env.push(("RBYPASS_NIC".into(), n.clone()));
+    }
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RBYPASS_") && !KNOWN_VARS.iter().any(|(n, _)| *n == k) {
+            eprintln!(
+                "rbypass: warning: unknown setting {k} (known: {})",
+                KNOWN_VARS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let preload = match std::env::var("LD_PRELOAD") {
+        Ok(old) if !old.is_empty() => format!("{} {old}", lib.display()),
+        _ => lib.display().to_string(),
+    };
+    if a.verbose {
+        eprintln!("rbypass run: LD_PRELOAD={preload}");
+        for (k, desc) in KNOWN_VARS {
+            let v = env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(k).ok());
+            if let Some(v) = v {
+                eprintln!("rbypass run: {k}={v}    # {desc}");
+            }
+        }
+    }
+    let (prog, args) = a
+        .cmd
+        .split_first()
+        .ok_or("nothing to run: rbypass run [OPTIONS] -- PROGRAM [ARGS...]")?;
+    let err = std::process::Command::new(prog)
+        .args(args)
+        .envs(env)
+        .env("LD_PRELOAD", preload)
+        .exec();
+    Err(format!("cannot run {}: {err}", prog.to_string_lossy()))
+}
