@@ -24,6 +24,14 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
     ("RBYPASS_PROFILE", "the profile the launcher applied"),
     ("RBYPASS_MAX_SOCKETS", "socket table size of a new stack"),
     ("RBYPASS_MAX_BUFS", "packet buffers of a new stack"),
+    (
+        "RBYPASS_TCP_CC",
+        "TCP congestion control of a new stack: cubic (default) or reno",
+    ),
+    (
+        "RBYPASS_TCP_SLOW_START_AFTER_IDLE",
+        "1 (default): restart from the initial window after idle; 0: keep cwnd",
+    ),
 ];
 
 /// Arguments of `rbypass run`.

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 
+use rbypass_stack::tcp::cc::CcAlgo;
 use rbypass_stack::{IfaceConfig, SocketId, Stack, StackConfig};
 
 /// Largest fd the table tracks; sockets above it stay with the kernel.
@@ -91,10 +92,26 @@ fn build() -> Option<State> {
         log(&format!("RBYPASS_NIC={nic} is not supported by the preload library yet; sockets stay with the kernel"));
         return None;
     }
+    let defaults = StackConfig::default();
+    let tcp_cc = match std::env::var("RBYPASS_TCP_CC") {
+        Ok(v) => match CcAlgo::parse(&v) {
+            Some(a) => a as u8,
+            None => {
+                log(&format!(
+                    "RBYPASS_TCP_CC={v} is not known (cubic, reno); using cubic"
+                ));
+                defaults.tcp_cc
+            }
+        },
+        Err(_) => defaults.tcp_cc,
+    };
     let cfg = StackConfig {
         max_sockets: env_u32("RBYPASS_MAX_SOCKETS").unwrap_or(4096),
         max_bufs: env_u32("RBYPASS_MAX_BUFS").unwrap_or(32768),
-        ..StackConfig::default()
+        tcp_cc,
+        tcp_slow_start_after_idle: env_u32("RBYPASS_TCP_SLOW_START_AFTER_IDLE")
+            .map_or(defaults.tcp_slow_start_after_idle, |v| u8::from(v != 0)),
+        ..defaults
     };
     let iface = IfaceConfig::loopback();
     let stack = match std::env::var("RBYPASS_NAME") {

@@ -87,6 +87,12 @@ pub struct StackConfig {
     pub sndbuf_default: u32,
     /// Timer tick in microseconds.
     pub timer_tick_us: u32,
+    /// TCP congestion control for new connections ([`crate::tcp::cc::CcAlgo`] as u8).
+    pub tcp_cc: u8,
+    /// 1: restart from the initial window after an idle RTO (Linux's
+    /// `tcp_slow_start_after_idle`, on by default); 0: keep cwnd.
+    pub tcp_slow_start_after_idle: u8,
+    pub _pad: [u8; 2],
 }
 
 impl Default for StackConfig {
@@ -100,6 +106,9 @@ impl Default for StackConfig {
             rcvbuf_default: 212_992,
             sndbuf_default: 212_992,
             timer_tick_us: 1000,
+            tcp_cc: crate::tcp::cc::CcAlgo::Cubic as u8,
+            tcp_slow_start_after_idle: 1,
+            _pad: [0; 2],
         }
     }
 }

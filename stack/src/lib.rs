@@ -22,7 +22,6 @@ pub mod pool;
 pub mod socket;
 pub mod stack;
 pub mod tcp;
-pub mod tcp_sack;
 pub mod timer;
 pub mod wire;
 

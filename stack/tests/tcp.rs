@@ -40,10 +40,14 @@ struct H {
 
 impl H {
     fn new() -> H {
+        H::with(StackConfig::default())
+    }
+
+    fn with(cfg: StackConfig) -> H {
         let stack = stack_with(StackConfig {
             max_bufs: 1024,
             max_sockets: 32,
-            ..StackConfig::default()
+            ..cfg
         });
         let h = H {
             stack,
@@ -1526,4 +1530,68 @@ fn lost_data_is_retransmitted_until_acked_and_window_slides() {
     h.advance(10 * SEC);
     h.none();
     assert_eq!(h.stack.lock().tcp_tx_pending(s).unwrap(), 0);
+}
+
+/// Grows cwnd past `target` segments by acknowledging every segment in turn.
+fn grow_cwnd(h: &mut H, s: SocketId, una: u32, target: u32) -> u32 {
+    let mss = h.stack.lock().tcp_info(s).unwrap().mss;
+    let mut una = una;
+    for _ in 0..20 {
+        if h.stack.lock().tcp_info(s).unwrap().cwnd >= target * mss {
+            return una;
+        }
+        h.write(s, &vec![1u8; 40 * mss as usize]);
+        loop {
+            let segs = h.out();
+            if segs.is_empty() {
+                break;
+            }
+            h.advance(MS);
+            for d in segs {
+                una = d.seq + d.data.len() as u32;
+                h.send(S {
+                    flags: F::ACK,
+                    seq: PEER_ISN + 1,
+                    ack: una,
+                    win: 65535,
+                    ..S::default()
+                });
+            }
+        }
+    }
+    panic!("cwnd did not grow");
+}
+
+#[test]
+fn slow_start_after_idle_restarts_from_initial_window() {
+    for (restart, expect_iw) in [(1u8, true), (0u8, false)] {
+        let mut h = H::with(StackConfig {
+            tcp_slow_start_after_idle: restart,
+            ..StackConfig::default()
+        });
+        let (s, una) = acked_setup(&mut h, 1000, 1);
+        grow_cwnd(&mut h, s, una, 30);
+        let mss = h.stack.lock().tcp_info(s).unwrap().mss as usize;
+        // Idle for well over the RTO, then a burst larger than the initial window.
+        h.advance(2 * SEC);
+        h.write(s, &vec![2u8; 30 * mss]);
+        let burst = h.out().iter().filter(|d| !d.data.is_empty()).count();
+        if expect_iw {
+            assert_eq!(burst, 10, "restarted from the initial window");
+        } else {
+            assert!(burst >= 25, "kept the grown window: {burst} segments");
+        }
+    }
+}
+
+#[test]
+fn congestion_control_is_configurable() {
+    for (algo, name) in [(0u8, "reno"), (1u8, "cubic")] {
+        let mut h = H::with(StackConfig {
+            tcp_cc: algo,
+            ..StackConfig::default()
+        });
+        let (s, _) = h.passive(false, false, None);
+        assert_eq!(h.stack.lock().tcp_info(s).unwrap().cc, name);
+    }
 }

@@ -77,6 +77,8 @@ pub struct TcpInfo {
     pub dupacks: u32,
     pub ooo_segs: u32,
     pub snd_wnd: u32,
+    /// Congestion control algorithm, as Linux names it (`ss -ti`).
+    pub cc: &'static str,
 }
 
 impl TcpInfo {
@@ -97,6 +99,7 @@ impl TcpInfo {
             dupacks: t.dupacks_rcvd,
             ooo_segs: t.ooo_segs,
             snd_wnd: t.snd_wnd,
+            cc: t.cc.algo().name(),
         }
     }
 }
@@ -286,6 +289,7 @@ impl Core<'_> {
         self.conn_insert(i);
         let iss = self.new_iss(self.sockets[i as usize].local(), to, now);
         let mss = self.our_mss();
+        let algo = self.cc_algo();
         let t = &mut self.tcbs[i as usize];
         t.iss = iss;
         t.snd_una = iss;
@@ -295,7 +299,7 @@ impl Core<'_> {
         t.mss = mss;
         t.rcv_wscale = OUR_WSCALE;
         t.ts_offset = (iss.0).rotate_left(13);
-        t.cc = CcState::new(CcAlgo::default(), mss);
+        t.cc = CcState::new(algo, mss);
         t.quickack = QUICKACK_SEGS;
         self.set_state(i, TcpState::SynSent);
         self.tcp_send_syn(i, now);
@@ -1029,6 +1033,9 @@ impl Core<'_> {
         c.tx_packets.inc();
         let t = &mut self.tcbs[i as usize];
         t.last_snd_ns = now;
+        if len > 0 {
+            t.last_data_snd_ns = now;
+        }
         if flags & tf::ACK != 0 {
             t.flags &= !(tflag::ACK_PENDING | tflag::ACK_NOW);
             t.segs_unacked = 0;
@@ -1069,9 +1076,34 @@ impl Core<'_> {
         }
     }
 
+    /// The congestion control new connections use (the stack's config).
+    pub(crate) fn cc_algo(&self) -> CcAlgo {
+        CcAlgo::from_u8(self.hdr.config.tcp_cc)
+    }
+
     /// Our timestamp clock: milliseconds plus a per-connection offset.
     pub(crate) fn ts_now(&self, i: u32, now: u64) -> u32 {
         ((now / crate::clock::MS) as u32).wrapping_add(self.tcbs[i as usize].ts_offset)
+    }
+
+    /// Slow start after idle (RFC 5681 4.1, Linux's `tcp_slow_start_after_idle`):
+    /// nothing in flight, new data to send, and no data sent for an RTO.
+    fn tcp_idle_restart(&mut self, i: u32, now: u64) {
+        if self.hdr.config.tcp_slow_start_after_idle == 0 {
+            return;
+        }
+        let t = &mut self.tcbs[i as usize];
+        let pending = t.snd_nxt.lt(t.snd_una + (t.snd_bytes as usize));
+        if t.snd_una != t.snd_max
+            || !pending
+            || t.last_data_snd_ns == 0
+            || now.saturating_sub(t.last_data_snd_ns) <= t.rtt.rto_ns()
+        {
+            return;
+        }
+        let mss = t.mss;
+        t.cc.on_idle_restart(mss);
+        t.last_data_snd_ns = now;
     }
 
     /// Sends whatever the connection may send now: new data within the
@@ -1096,6 +1128,7 @@ impl Core<'_> {
             }
             return;
         }
+        self.tcp_idle_restart(i, now);
         let mut sent_any = false;
         loop {
             let t = self.tcbs[i as usize];
@@ -1114,11 +1147,8 @@ impl Core<'_> {
             // Skip ranges the peer already holds (SACK) when retransmitting after a loss.
             if t.has(tflag::LOSS) && t.snd_nxt.lt(t.snd_max) && t.scoreboard.is_sacked(t.snd_nxt.0)
             {
-                let mut n = t.snd_nxt;
-                while n.lt(t.snd_max) && t.scoreboard.is_sacked(n.0) {
-                    n = n + 1;
-                }
-                self.tcbs[i as usize].snd_nxt = n;
+                let end = SeqNum(t.scoreboard.sacked_end(t.snd_nxt.0));
+                self.tcbs[i as usize].snd_nxt = if end.lt(t.snd_max) { end } else { t.snd_max };
                 continue;
             }
             let avail = (data_end - t.snd_nxt) as u32;

@@ -9,13 +9,13 @@ use super::conn::{timer, OUR_WSCALE, QUICKACK_SEGS, TIME_WAIT_NS};
 use crate::pool::{BufId, NIL};
 use crate::socket::{flag, kind};
 use crate::stack::Core;
-use crate::tcp::cc::{CcAlgo, CcState, CongestionControl};
+use crate::tcp::cc::{CcState, CongestionControl};
 use crate::tcp::tcb::{tflag, Tcb, TcpState};
 use crate::wire::seq::SeqNum;
 use crate::wire::tcp::{flags as tf, TcpPacket, TcpRepr};
 
 /// Duplicate ACKs that trigger fast retransmit.
-const DUP_THRESH: u32 = 3;
+use crate::tcp::DUP_THRESH;
 /// SYN cookie time slot (a cookie stays valid for one to two slots).
 const COOKIE_SLOT_NS: u64 = 64 * crate::clock::SEC;
 /// MSS values a SYN cookie can encode (Linux's table, plus two).
@@ -270,7 +270,7 @@ impl Core<'_> {
         t.quickack = QUICKACK_SEGS;
         t.ts_offset = iss.0.rotate_left(13);
         Self::negotiate(&mut t, &seg);
-        t.cc = CcState::new(CcAlgo::default(), t.mss);
+        t.cc = CcState::new(self.cc_algo(), t.mss);
         t.last_rcv_ns = now;
         self.tcbs[c as usize] = t;
         self.tcbs[l as usize].synq_len += 1;
@@ -379,7 +379,7 @@ impl Core<'_> {
         t.snd_wl2 = iss + 1;
         t.listener = l;
         t.quickack = QUICKACK_SEGS;
-        t.cc = CcState::new(CcAlgo::default(), t.mss);
+        t.cc = CcState::new(self.cc_algo(), t.mss);
         t.last_rcv_ns = now;
         self.tcbs[c as usize] = t;
         self.tcbs[l as usize].synq_len += 1;
@@ -643,6 +643,7 @@ impl Core<'_> {
             return;
         }
         {
+            let algo = self.cc_algo();
             let tm = &mut self.tcbs[i as usize];
             tm.irs = seg.seq;
             tm.rcv_nxt = seg.seq + 1;
@@ -650,7 +651,7 @@ impl Core<'_> {
             let flags_keep = tm.flags;
             tm.flags = flags_keep & !(tflag::TS | tflag::SACK | tflag::WSCALE);
             Self::negotiate(tm, &seg);
-            tm.cc = CcState::new(CcAlgo::default(), tm.mss);
+            tm.cc = CcState::new(algo, tm.mss);
             tm.last_rcv_ns = now;
         }
         if let Some(ack) = seg.ack {
@@ -741,7 +742,7 @@ impl Core<'_> {
         self.pool.purge(&mut t.oooq);
         let tm = &mut self.tcbs[i as usize];
         tm.oooq = t.oooq;
-        tm.ooo_ranges = crate::tcp_sack::RangeSet::EMPTY;
+        tm.ooo_ranges = crate::tcp::sack::RangeSet::EMPTY;
     }
 
     /// New data acknowledged.

@@ -7,4 +7,8 @@ pub mod cc;
 pub mod conn;
 mod input;
 pub mod rtt;
+pub mod sack;
 pub mod tcb;
+
+/// Duplicate ACKs (or SACKed segments) that signal a loss (RFC 5681, 6675).
+pub const DUP_THRESH: u32 = 3;

@@ -1,4 +1,6 @@
-//! Stand-in (replaced by the full module): RFC 6298 RTO estimator.
+//! The retransmission timer estimator of RFC 6298: SRTT and RTTVAR from
+//! samples (alpha 1/8, beta 1/4), RTO = SRTT + max(G, 4 RTTVAR) clamped to
+//! [200 ms, 120 s] like Linux, doubled per consecutive timeout.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RttEstimator {

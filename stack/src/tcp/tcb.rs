@@ -4,7 +4,7 @@
 use crate::pool::PktQueue;
 use crate::tcp::cc::CcState;
 use crate::tcp::rtt::RttEstimator;
-use crate::tcp_sack::{RangeSet, SackScoreboard};
+use crate::tcp::sack::{RangeSet, SackScoreboard};
 use crate::wire::seq::SeqNum;
 
 /// RFC 9293 connection states (numbered as Linux's TCP_* for familiarity).
@@ -192,6 +192,8 @@ pub struct Tcb {
     pub user_timeout_ms: u32,
     pub last_rcv_ns: u64,
     pub last_snd_ns: u64,
+    /// When data (not a bare ACK) was last sent (slow start after idle).
+    pub last_data_snd_ns: u64,
     /// When the oldest unacknowledged data was first sent (user timeout).
     pub una_since_ns: u64,
 
@@ -267,6 +269,7 @@ impl Tcb {
         user_timeout_ms: 0,
         last_rcv_ns: 0,
         last_snd_ns: 0,
+        last_data_snd_ns: 0,
         una_since_ns: 0,
         listener: u32::MAX,
         acceptq_next: u32::MAX,
