@@ -17,6 +17,13 @@ extern "C" fn release() {
 
 extern "C" fn child() {
     release();
+    if let Some(st) = crate::state::existing() {
+        // Every inherited fd is one more reference to its socket.
+        let mut c = st.stack.lock();
+        st.for_each(|_, e| {
+            let _ = c.fd_ref(e.id);
+        });
+    }
     crate::progress::start();
 }
 

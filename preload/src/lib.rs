@@ -16,7 +16,10 @@
 // libc's (valid pointers and lengths from the caller), documented there.
 #![allow(clippy::missing_safety_doc)]
 
+mod epoll;
 mod fork;
+mod msg;
+mod multiplex;
 mod progress;
 pub mod real;
 mod state;
@@ -94,9 +97,12 @@ fn stack_local(ip: &Ipv4Addr) -> bool {
 
 /// Gives an fd back to the kernel: the stack socket is closed, the kernel socket stays.
 fn release(st: &State, fd: c_int) {
-    if let Some((e, last)) = st.take(fd) {
+    if st.entry(fd).is_none() {
+        return;
+    }
+    let mut c = st.stack.lock();
+    if let Some((e, last)) = st.take(&mut c, fd) {
         if last {
-            let mut c = st.stack.lock();
             let now = now_ns();
             let _ = if e.tcp {
                 c.tcp_close(e.id, now)
@@ -173,6 +179,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
         let id = if tcp { c.tcp_open() } else { c.udp_open() };
         if let Ok(id) = id {
             if !st.set(
+                &mut c,
                 fd,
                 Entry {
                     id,
@@ -339,6 +346,7 @@ pub unsafe extern "C" fn accept4(
                 };
                 if nfd < 0
                     || !st.set(
+                        &mut st.stack.lock(),
                         nfd,
                         Entry {
                             id,
@@ -759,6 +767,9 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     guard(|| {
         if let Some(st) = state::existing() {
             release(st, fd);
+            if epoll::is_epoll(fd) {
+                epoll::forget_epoll(fd);
+            }
         }
         // SAFETY: passing through.
         unsafe { real::close(fd) }
@@ -983,103 +994,6 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: libc::c_ulong, arg: usize) -> c_i
     })
 }
 
-fn ready(c: &Core<'_>, e: Entry, events: i16) -> i16 {
-    let mut r = 0;
-    if e.tcp {
-        if events & libc::POLLIN != 0 && c.tcp_readable(e.id) {
-            r |= libc::POLLIN;
-        }
-        if events & libc::POLLOUT != 0 && c.tcp_writable(e.id) {
-            r |= libc::POLLOUT;
-        }
-        if let Ok(TcpState::Closed) = c.tcp_state(e.id) {
-            r |= libc::POLLHUP;
-        }
-    } else {
-        if events & libc::POLLIN != 0 && c.udp_readable(e.id) {
-            r |= libc::POLLIN;
-        }
-        r |= events & libc::POLLOUT;
-    }
-    r
-}
-
-/// `poll(2)` over any mix of accelerated and kernel fds.
-#[no_mangle]
-pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
-    guard(|| {
-        let Some(st) = state::existing() else {
-            // SAFETY: passing through.
-            return unsafe { real::poll(fds, n, timeout) };
-        };
-        // SAFETY: the caller's array of n pollfds.
-        let set = if n == 0 {
-            &mut [][..]
-        } else {
-            unsafe { std::slice::from_raw_parts_mut(fds, n as usize) }
-        };
-        if !set.iter().any(|p| st.entry(p.fd).is_some()) {
-            // SAFETY: passing through.
-            return unsafe { real::poll(fds, n, timeout) };
-        }
-        let start = now_ns();
-        loop {
-            let seen = st.stack.wake_seq();
-            let mut count = 0;
-            {
-                let mut c = st.stack.lock();
-                c.poll(now_ns());
-                for p in set.iter_mut() {
-                    p.revents = 0;
-                    if let Some(e) = st.entry(p.fd) {
-                        p.revents = ready(&c, e, p.events);
-                        // Kernel-path traffic to an accelerated socket (unaccelerated peers).
-                        if p.revents == 0 && p.events & libc::POLLIN != 0 {
-                            let mut k = libc::pollfd {
-                                fd: p.fd,
-                                events: libc::POLLIN,
-                                revents: 0,
-                            };
-                            // SAFETY: one valid pollfd, no wait.
-                            if unsafe { real::poll(&mut k, 1, 0) } > 0
-                                && k.revents & libc::POLLIN != 0
-                            {
-                                p.revents |= libc::POLLIN;
-                            }
-                        }
-                    }
-                }
-            }
-            // Kernel fds, without waiting.
-            for p in set.iter_mut() {
-                if st.entry(p.fd).is_none() && p.fd >= 0 {
-                    let mut k = libc::pollfd {
-                        fd: p.fd,
-                        events: p.events,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd, no wait.
-                    unsafe { real::poll(&mut k, 1, 0) };
-                    p.revents = k.revents;
-                }
-            }
-            count += set.iter().filter(|p| p.revents != 0).count() as c_int;
-            if count > 0 || timeout == 0 {
-                return count;
-            }
-            let waited = (now_ns() - start) / 1_000_000;
-            if timeout > 0 && waited >= timeout as u64 {
-                return 0;
-            }
-            if st.spin_us < 0 || (now_ns() - start) / 1000 < st.spin_us as u64 {
-                std::hint::spin_loop();
-            } else {
-                st.stack.sleep_for_wake(seen, 1_000_000);
-            }
-        }
-    })
-}
-
 fn dup_entry(old: c_int, new: c_int) {
     if new < 0 || new == old {
         return;
@@ -1087,7 +1001,7 @@ fn dup_entry(old: c_int, new: c_int) {
     if let Some(st) = state::existing() {
         release(st, new);
         if let Some(e) = st.entry(old) {
-            st.set(new, e);
+            st.set(&mut st.stack.lock(), new, e);
         }
     }
 }
@@ -1122,5 +1036,103 @@ pub unsafe extern "C" fn dup3(fd: c_int, fd2: c_int, flags: c_int) -> c_int {
     guard(|| {
         dup_entry(fd, n);
         n
+    })
+}
+
+/// `epoll_ctl(2)`: stack sockets join the epoll fd's interest list here.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut libc::epoll_event,
+) -> c_int {
+    guard(|| {
+        if let Some((st, e)) = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e))) {
+            return epoll::ctl(st, epfd, op, fd, e, ev);
+        }
+        // SAFETY: passing through.
+        unsafe { real::epoll_ctl(epfd, op, fd, ev) }
+    })
+}
+
+fn epoll_common(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout_ns: Option<u64>,
+    sigmask: *const libc::sigset_t,
+) -> Option<c_int> {
+    let st = state::existing()?;
+    epoll::wait(st, epfd, events, max, timeout_ns, sigmask)
+}
+
+/// `epoll_wait(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_wait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    guard(|| {
+        let t = (timeout >= 0).then(|| timeout as u64 * 1_000_000);
+        if let Some(r) = epoll_common(epfd, events, max, t, std::ptr::null()) {
+            return r;
+        }
+        // SAFETY: passing through.
+        unsafe { real::epoll_pwait(epfd, events, max, timeout, std::ptr::null()) }
+    })
+}
+
+/// `epoll_pwait(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    guard(|| {
+        let t = (timeout >= 0).then(|| timeout as u64 * 1_000_000);
+        if let Some(r) = epoll_common(epfd, events, max, t, sigmask) {
+            return r;
+        }
+        // SAFETY: passing through.
+        unsafe { real::epoll_pwait(epfd, events, max, timeout, sigmask) }
+    })
+}
+
+/// `epoll_pwait2(2)` (nanosecond timeout).
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    ts: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    guard(|| {
+        let t = (!ts.is_null()).then(|| {
+            // SAFETY: the caller's timespec.
+            let t = unsafe { *ts };
+            (t.tv_sec.max(0) as u64) * 1_000_000_000 + t.tv_nsec.max(0) as u64
+        });
+        if let Some(r) = epoll_common(epfd, events, max, t, sigmask) {
+            return r;
+        }
+        // SAFETY: the raw system call (older libcs lack the wrapper).
+        unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                epfd,
+                events,
+                max,
+                ts,
+                sigmask,
+                8usize, // the kernel sigset size (_NSIG / 8)
+            ) as c_int
+        }
     })
 }

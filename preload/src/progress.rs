@@ -1,20 +1,115 @@
 //! Keeps the stack moving when no application thread is inside a socket
-//! call: a background thread polls it (timers, looped-back frames) about
-//! every millisecond, never waiting for the lock.
+//! call, and wakes threads asleep in the kernel (epoll_wait) when the stack
+//! has news for them.
+//!
+//! A background thread polls the stack (timers, looped-back frames) about
+//! every millisecond, never waiting for the lock. While some thread of this
+//! process sleeps in a kernel wait that also covers stack sockets, the thread
+//! instead sleeps on the arena's wake futex and, when the stack's wake
+//! sequence moves past what the sleeper saw, writes the process's wake
+//! eventfd, which every such kernel wait set contains (edge-triggered).
+
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use rbypass_stack::clock::now_ns;
 use rbypass_stack::lock::WORK_POLL;
+
+/// Threads of this process asleep in a kernel wait that covers stack sockets.
+static KERNEL_SLEEPERS: AtomicU32 = AtomicU32::new(0);
+/// The stack wake sequence the sleepers last saw (or the last one signalled).
+static KICK_FROM: AtomicU32 = AtomicU32::new(0);
+/// The process's wake eventfd (-1 until created).
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// The wake eventfd, created on first use.
+pub fn wake_fd() -> libc::c_int {
+    let fd = WAKE_FD.load(Ordering::Acquire);
+    if fd >= 0 {
+        return fd;
+    }
+    // SAFETY: creating an eventfd has no preconditions.
+    let new = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if new < 0 {
+        return -1;
+    }
+    match WAKE_FD.compare_exchange(-1, new, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => new,
+        Err(other) => {
+            // SAFETY: our own fd, never published.
+            unsafe { crate::real::close(new) };
+            other
+        }
+    }
+}
+
+fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: a valid, aligned futex word of this process and a valid timespec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op | libc::FUTEX_PRIVATE_FLAG,
+            val,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+/// Called by a thread about to sleep in the kernel: `seen` is the stack's
+/// wake sequence read before it last found nothing ready.
+pub fn enter_kernel_wait(seen: u32) {
+    KICK_FROM.store(seen, Ordering::Release);
+    KERNEL_SLEEPERS.fetch_add(1, Ordering::AcqRel);
+    futex(&KERNEL_SLEEPERS, libc::FUTEX_WAKE, 1, 0);
+}
+
+/// Called when the kernel wait returned.
+pub fn leave_kernel_wait() {
+    KERNEL_SLEEPERS.fetch_sub(1, Ordering::AcqRel);
+}
+
+fn signal_wake() {
+    let fd = WAKE_FD.load(Ordering::Acquire);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to our eventfd.
+        let r = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+        if r < 0 {
+            // The counter is full: drain it (edge-triggered waiters only need the write).
+            let mut v: u64 = 0;
+            // SAFETY: reading 8 bytes from our eventfd.
+            unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+            // SAFETY: as above.
+            unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+        }
+    }
+}
 
 /// Starts the progress thread (once per process, and again in a fork child).
 pub fn start() {
     let _ = std::thread::Builder::new()
         .name("rbypass-progress".into())
         .spawn(|| loop {
-            if let Some(st) = crate::state::existing() {
-                if let Some(mut c) = st.stack.try_lock_or_post(WORK_POLL) {
-                    c.poll(now_ns());
-                }
+            let Some(st) = crate::state::existing() else {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            };
+            if let Some(mut c) = st.stack.try_lock_or_post(WORK_POLL) {
+                c.poll(now_ns());
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            if KERNEL_SLEEPERS.load(Ordering::Acquire) == 0 {
+                futex(&KERNEL_SLEEPERS, libc::FUTEX_WAIT, 0, 1_000_000);
+                continue;
+            }
+            let cur = st.stack.wake_seq();
+            if cur != KICK_FROM.load(Ordering::Acquire) {
+                KICK_FROM.store(cur, Ordering::Release);
+                signal_wake();
+            }
+            st.stack.sleep_for_wake(cur, 1_000_000);
         });
 }

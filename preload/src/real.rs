@@ -91,4 +91,18 @@ reals! {
     dup(fd: c_int) -> c_int;
     dup2(fd: c_int, fd2: c_int) -> c_int;
     dup3(fd: c_int, fd2: c_int, flags: c_int) -> c_int;
+    ppoll(fds: *mut libc::pollfd, n: libc::nfds_t, ts: *const libc::timespec, mask: *const libc::sigset_t) -> c_int;
+    select(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, tv: *mut libc::timeval) -> c_int;
+    pselect(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, ts: *const libc::timespec, mask: *const libc::sigset_t) -> c_int;
+    epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int;
+    epoll_pwait(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: *const libc::sigset_t) -> c_int;
+    readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t;
+    writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t;
+    sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> ssize_t;
+    recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> ssize_t;
+    sendmmsg(fd: c_int, msgs: *mut libc::mmsghdr, n: libc::c_uint, flags: c_int) -> c_int;
+    recvmmsg(fd: c_int, msgs: *mut libc::mmsghdr, n: libc::c_uint, flags: c_int, ts: *mut libc::timespec) -> c_int;
+    sendfile(out: c_int, inp: c_int, off: *mut libc::off_t, n: size_t) -> ssize_t;
+    sendfile64(out: c_int, inp: c_int, off: *mut i64, n: size_t) -> ssize_t;
+    splice(fd_in: c_int, off_in: *mut i64, fd_out: c_int, off_out: *mut i64, len: size_t, flags: libc::c_uint) -> ssize_t;
 }

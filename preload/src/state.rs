@@ -2,10 +2,10 @@
 //! table mapping kernel fds to stack sockets, and settings. Initialised
 //! lazily on the first socket call, with no allocation after that.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use rbypass_stack::tcp::cc::CcAlgo;
-use rbypass_stack::{IfaceConfig, SocketId, Stack, StackConfig};
+use rbypass_stack::{Core, IfaceConfig, SocketId, Stack, StackConfig};
 
 /// Largest fd the table tracks; sockets above it stay with the kernel.
 pub const MAX_FDS: usize = 1 << 16;
@@ -45,8 +45,6 @@ impl Entry {
 pub struct State {
     pub stack: Stack,
     table: &'static [AtomicU64],
-    /// fds referring to each stack socket (dup), by socket index.
-    refs: &'static [AtomicU8],
     /// Microseconds a blocking call spins before sleeping; negative: forever.
     pub spin_us: i64,
 }
@@ -54,7 +52,7 @@ pub struct State {
 static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
 static INIT: std::sync::Once = std::sync::Once::new();
 
-fn mmap_zeroed<T>(n: usize) -> Option<&'static [T]> {
+pub(crate) fn mmap_zeroed<T>(n: usize) -> Option<&'static [T]> {
     let bytes = n * std::mem::size_of::<T>();
     // SAFETY: an anonymous private mapping, zero filled, never unmapped; T is
     // an atomic integer for which all-zero is a valid value.
@@ -128,7 +126,6 @@ fn build() -> Option<State> {
         }
     };
     let table = mmap_zeroed::<AtomicU64>(MAX_FDS)?;
-    let refs = mmap_zeroed::<AtomicU8>(stack.config().max_sockets as usize)?;
     let spin_us = std::env::var("RBYPASS_SPIN_USEC")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -140,7 +137,6 @@ fn build() -> Option<State> {
     Some(State {
         stack,
         table,
-        refs,
         spin_us,
     })
 }
@@ -178,16 +174,27 @@ impl State {
         Entry::unpack(self.table.get(i)?.load(Ordering::Acquire))
     }
 
-    /// Maps `fd` to a stack socket.
-    pub fn set(&self, fd: libc::c_int, e: Entry) -> bool {
+    /// Maps `fd` to a stack socket and counts the reference in the arena
+    /// (shared by every process, so a fork child's close leaves the
+    /// parent's socket open).
+    pub fn set(&self, c: &mut Core<'_>, fd: libc::c_int, e: Entry) -> bool {
         let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.table.get(i)) else {
             return false;
         };
-        if let Some(r) = self.refs.get(e.id.index() as usize) {
-            r.fetch_add(1, Ordering::AcqRel);
+        if c.fd_ref(e.id).is_err() {
+            return false;
         }
         slot.store(e.pack(), Ordering::Release);
         true
+    }
+
+    /// Every mapped fd, for a fork child to count its inherited references.
+    pub fn for_each(&self, mut f: impl FnMut(libc::c_int, Entry)) {
+        for (fd, slot) in self.table.iter().enumerate() {
+            if let Some(e) = Entry::unpack(slot.load(Ordering::Acquire)) {
+                f(fd as libc::c_int, e);
+            }
+        }
     }
 
     /// Updates the flags of an existing mapping.
@@ -197,14 +204,12 @@ impl State {
         }
     }
 
-    /// Unmaps `fd`; returns the entry and whether it was the last fd of its socket.
-    pub fn take(&self, fd: libc::c_int) -> Option<(Entry, bool)> {
+    /// Unmaps `fd`; returns the entry and whether it was the last fd of
+    /// its socket in any process.
+    pub fn take(&self, c: &mut Core<'_>, fd: libc::c_int) -> Option<(Entry, bool)> {
         let slot = usize::try_from(fd).ok().and_then(|i| self.table.get(i))?;
         let e = Entry::unpack(slot.swap(0, Ordering::AcqRel))?;
-        let last = self
-            .refs
-            .get(e.id.index() as usize)
-            .is_none_or(|r| r.fetch_sub(1, Ordering::AcqRel) <= 1);
+        let last = c.fd_unref(e.id).map_or(true, |n| n == 0);
         Some((e, last))
     }
 }

@@ -79,7 +79,9 @@ pub struct SocketSlot {
     pub sndbuf: u32,
     /// Pending error (errno), reported once by the next call (SO_ERROR).
     pub so_error: i32,
-    pub _pad1: u32,
+    /// File descriptors referring to this socket, over every process
+    /// attached to the stack (dup, fork): the last close closes the socket.
+    pub fd_refs: u32,
     /// Bumped each time the slot is allocated (see [`SocketId`]).
     pub incarnation: u32,
     /// Received datagrams.
@@ -308,6 +310,7 @@ impl crate::stack::Core<'_> {
         slot.rcvbuf = rcv;
         slot.sndbuf = snd;
         slot.so_error = 0;
+        slot.fd_refs = 0;
         slot.rxq = PktQueue::EMPTY;
         slot.counters.reset();
         slot.incarnation = slot.incarnation.wrapping_add(1);
@@ -315,6 +318,45 @@ impl crate::stack::Core<'_> {
         self.st.sockets_open += 1;
         self.publish_usage();
         Ok(i)
+    }
+
+    /// Counts one more file descriptor on socket `s` (open, dup, fork).
+    pub fn fd_ref(&mut self, s: SocketId) -> Result<u32, SockError> {
+        let slot = self.live_slot(s)?;
+        slot.fd_refs = slot.fd_refs.saturating_add(1);
+        Ok(slot.fd_refs)
+    }
+
+    /// Counts one file descriptor fewer; returns how many remain (0: the
+    /// caller closes the socket).
+    pub fn fd_unref(&mut self, s: SocketId) -> Result<u32, SockError> {
+        let slot = self.live_slot(s)?;
+        slot.fd_refs = slot.fd_refs.saturating_sub(1);
+        Ok(slot.fd_refs)
+    }
+
+    /// A number that changes whenever something arrives for socket `s`
+    /// (a segment, a datagram, a connection to accept): edge-triggered
+    /// readiness (EPOLLET) reports again when it moves.
+    pub fn socket_event_seq(&self, s: SocketId) -> u64 {
+        match self.sockets.get(s.index() as usize) {
+            Some(sl) if sl.kind != kind::FREE && sl.incarnation == s.incarnation() => {
+                let accepted = if sl.kind == kind::TCP {
+                    u64::from(self.tcbs[s.index() as usize].acceptq_len) << 40
+                } else {
+                    0
+                };
+                sl.counters.rx_packets.get().wrapping_add(accepted)
+            }
+            _ => 0,
+        }
+    }
+
+    fn live_slot(&mut self, s: SocketId) -> Result<&mut SocketSlot, SockError> {
+        match self.sockets.get_mut(s.index() as usize) {
+            Some(sl) if sl.kind != kind::FREE && sl.incarnation == s.incarnation() => Ok(sl),
+            _ => Err(SockError::BadSocket),
+        }
     }
 
     /// Returns slot `i` to the free list (its queues must be empty).
