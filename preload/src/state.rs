@@ -153,6 +153,7 @@ pub fn get() -> Option<&'static State> {
             STATE.store(Box::into_raw(Box::new(s)), Ordering::Release);
             crate::progress::start();
             crate::fork::register();
+            crate::exit::register();
         }
     });
     let p = STATE.load(Ordering::Acquire);
