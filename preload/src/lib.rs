@@ -17,6 +17,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod epoll;
+mod exec;
 mod exit;
 mod fork;
 mod msg;

@@ -91,6 +91,10 @@ reals! {
     dup(fd: c_int) -> c_int;
     dup2(fd: c_int, fd2: c_int) -> c_int;
     dup3(fd: c_int, fd2: c_int, flags: c_int) -> c_int;
+    execve(path: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int;
+    execv(path: *const libc::c_char, argv: *const *const libc::c_char) -> c_int;
+    execvp(file: *const libc::c_char, argv: *const *const libc::c_char) -> c_int;
+    execvpe(file: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int;
     ppoll(fds: *mut libc::pollfd, n: libc::nfds_t, ts: *const libc::timespec, mask: *const libc::sigset_t) -> c_int;
     select(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, tv: *mut libc::timeval) -> c_int;
     pselect(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, ts: *const libc::timespec, mask: *const libc::sigset_t) -> c_int;

@@ -23,7 +23,7 @@ const NONBLOCK: u64 = 1 << 62;
 const TCP: u64 = 1 << 61;
 
 impl Entry {
-    fn pack(self) -> u64 {
+    pub fn pack(self) -> u64 {
         // Index (20 bits) and incarnation (32 bits) fit below the flag bits.
         VALID
             | if self.nonblock { NONBLOCK } else { 0 }
@@ -32,7 +32,7 @@ impl Entry {
             | u64::from(self.id.index() & 0xf_ffff)
     }
 
-    fn unpack(v: u64) -> Option<Entry> {
+    pub fn unpack(v: u64) -> Option<Entry> {
         (v & VALID != 0).then(|| Entry {
             id: SocketId::new((v & 0xf_ffff) as u32, ((v >> 20) & 0xffff_ffff) as u32),
             tcp: v & TCP != 0,
@@ -112,8 +112,10 @@ fn build() -> Option<State> {
         ..defaults
     };
     let iface = IfaceConfig::loopback();
-    let stack = match std::env::var("RBYPASS_NAME") {
-        Ok(name) if !name.is_empty() => Stack::open_or_create_named(&name, &cfg, iface),
+    let handoff = crate::exec::take_handoff();
+    let stack = match (&handoff, std::env::var("RBYPASS_NAME")) {
+        (Some(h), _) => Stack::open_at(&h.arena),
+        (None, Ok(name)) if !name.is_empty() => Stack::open_or_create_named(&name, &cfg, iface),
         _ => Stack::create_private(&cfg, iface),
     };
     let stack = match stack {
@@ -134,6 +136,15 @@ fn build() -> Option<State> {
         "stack {} attached (spin {spin_us} us)",
         stack.arena().path().display()
     ));
+    if let Some(h) = handoff {
+        // Sockets inherited across exec keep their references (counted before exec).
+        for (fd, e) in &h.fds {
+            if let Some(slot) = usize::try_from(*fd).ok().and_then(|i| table.get(i)) {
+                slot.store(e.pack(), Ordering::Release);
+            }
+        }
+        log(&format!("adopted {} sockets across exec", h.fds.len()));
+    }
     Some(State {
         stack,
         table,
