@@ -24,6 +24,7 @@ mod msg;
 mod multiplex;
 mod progress;
 pub mod real;
+mod signals;
 mod state;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -48,6 +49,7 @@ fn fail<T: From<i8>>(e: c_int) -> T {
 
 /// Runs an entry point's body, turning a panic into EIO instead of unwinding into C.
 fn guard<T: From<i8>>(f: impl FnOnce() -> T) -> T {
+    let _in_lib = signals::InLib::enter();
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(_) => fail(libc::EIO),
@@ -120,6 +122,33 @@ fn errno_of(e: SockError) -> c_int {
     e.errno()
 }
 
+/// The socket's SO_RCVTIMEO or SO_SNDTIMEO in nanoseconds (0: none), kept
+/// by the kernel socket; read only when the app set one.
+fn timeo_ns(fd: c_int, e: Entry, name: c_int) -> u64 {
+    if !e.timeo {
+        return 0;
+    }
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as socklen_t;
+    // SAFETY: a valid timeval buffer and length.
+    let r = unsafe {
+        real::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut tv as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return 0;
+    }
+    tv.tv_sec.max(0) as u64 * 1_000_000_000 + tv.tv_usec.max(0) as u64 * 1000
+}
+
 /// Runs `f` until it stops saying WouldBlock: spinning, then sleeping on the
 /// stack's wake futex. Non-blocking callers get EAGAIN at once; `timeout_ns`
 /// 0 means no timeout.
@@ -140,6 +169,9 @@ fn block<T>(
                 Err(SockError::WouldBlock) if !nonblock => {}
                 r => return r,
             }
+        }
+        if signals::pending() && signals::run_pending() {
+            return Err(SockError::Interrupted);
         }
         let now = now_ns();
         if timeout_ns > 0 && now - start >= timeout_ns {
@@ -187,6 +219,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
                     id,
                     tcp,
                     nonblock: ty & libc::SOCK_NONBLOCK != 0,
+                    timeo: false,
                 },
             ) {
                 let now = now_ns();
@@ -319,22 +352,25 @@ pub unsafe extern "C" fn accept4(
             // SAFETY: passing through.
             return unsafe { real::accept4(fd, addr, len, flags) };
         };
-        let r = block(st, e.nonblock, 0, |c, _now| match c.tcp_accept(e.id) {
-            Ok(x) => Ok(Some(x)),
-            Err(SockError::WouldBlock) => {
-                let mut p = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd, no wait.
-                if unsafe { real::poll(&mut p, 1, 0) } > 0 {
-                    Ok(None)
-                } else {
-                    Err(SockError::WouldBlock)
+        let timeout = timeo_ns(fd, e, libc::SO_RCVTIMEO);
+        let r = block(st, e.nonblock, timeout, |c, _now| {
+            match c.tcp_accept(e.id) {
+                Ok(x) => Ok(Some(x)),
+                Err(SockError::WouldBlock) => {
+                    let mut p = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd, no wait.
+                    if unsafe { real::poll(&mut p, 1, 0) } > 0 {
+                        Ok(None)
+                    } else {
+                        Err(SockError::WouldBlock)
+                    }
                 }
+                Err(err) => Err(err),
             }
-            Err(err) => Err(err),
         });
         match r {
             Ok(Some((id, from))) => {
@@ -354,6 +390,7 @@ pub unsafe extern "C" fn accept4(
                             id,
                             tcp: true,
                             nonblock: flags & libc::SOCK_NONBLOCK != 0,
+                            timeo: false,
                         },
                     )
                 {
@@ -434,7 +471,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         if e.nonblock {
             return fail(libc::EINPROGRESS);
         }
-        let r = block(st, false, 0, |c, _| match c.tcp_state(e.id) {
+        let timeout = timeo_ns(fd, e, libc::SO_SNDTIMEO);
+        let r = block(st, false, timeout, |c, _| match c.tcp_state(e.id) {
             Ok(TcpState::SynSent) | Ok(TcpState::SynReceived) => Err(SockError::WouldBlock),
             Ok(TcpState::Closed) => Err(c
                 .tcp_take_error(e.id)
@@ -458,11 +496,12 @@ fn raise_sigpipe(flags: c_int) {
     }
 }
 
-fn tcp_send(st: &State, e: Entry, data: &[u8], flags: c_int) -> ssize_t {
+fn tcp_send(st: &State, fd: c_int, e: Entry, data: &[u8], flags: c_int) -> ssize_t {
+    let timeout = timeo_ns(fd, e, libc::SO_SNDTIMEO);
     let nonblock = e.nonblock || flags & libc::MSG_DONTWAIT != 0;
     let mut sent = 0;
     loop {
-        let r = block(st, nonblock, 0, |c, now| {
+        let r = block(st, nonblock, timeout, |c, now| {
             c.tcp_send(e.id, &data[sent..], now).map_err(|err| {
                 if err == SockError::NoBuffers {
                     SockError::WouldBlock
@@ -582,7 +621,7 @@ pub unsafe extern "C" fn sendto(
             unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) }
         };
         if e.tcp {
-            tcp_send(st, e, data, flags)
+            tcp_send(st, fd, e, data, flags)
         } else {
             udp_send(
                 st,
@@ -618,13 +657,14 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
     unsafe { sendto(fd, buf, n, 0, std::ptr::null(), 0) }
 }
 
-fn tcp_recv(st: &State, e: Entry, out: &mut [u8], flags: c_int) -> ssize_t {
+fn tcp_recv(st: &State, fd: c_int, e: Entry, out: &mut [u8], flags: c_int) -> ssize_t {
+    let timeout = timeo_ns(fd, e, libc::SO_RCVTIMEO);
     let nonblock = e.nonblock || flags & libc::MSG_DONTWAIT != 0;
     let peek = flags & libc::MSG_PEEK != 0;
     let waitall = flags & libc::MSG_WAITALL != 0 && !peek;
     let mut got = 0;
     loop {
-        let r = block(st, nonblock, 0, |c, now| {
+        let r = block(st, nonblock, timeout, |c, now| {
             c.tcp_recv(e.id, &mut out[got..], peek, now)
         });
         match r {
@@ -658,7 +698,8 @@ fn udp_recv(
 ) -> ssize_t {
     let nonblock = e.nonblock || flags & libc::MSG_DONTWAIT != 0;
     let peek = flags & libc::MSG_PEEK != 0;
-    let r = block(st, nonblock, 0, |c, _| {
+    let timeout = timeo_ns(fd, e, libc::SO_RCVTIMEO);
+    let r = block(st, nonblock, timeout, |c, _| {
         match c.udp_recv_from(e.id, out, peek) {
             Ok(m) => Ok(Some(m)),
             Err(SockError::WouldBlock) => {
@@ -729,7 +770,7 @@ pub unsafe extern "C" fn recvfrom(
                 // SAFETY: the caller's length word.
                 unsafe { *alen = 0 };
             }
-            tcp_recv(st, e, out, flags)
+            tcp_recv(st, fd, e, out, flags)
         } else {
             udp_recv(st, fd, e, out, flags, addr, alen)
         }
@@ -865,7 +906,12 @@ pub unsafe extern "C" fn setsockopt(
     len: socklen_t,
 ) -> c_int {
     guard(|| {
-        if let Some((st, e)) = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e))) {
+        if let Some((st, mut e)) = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e))) {
+            if level == libc::SOL_SOCKET && (name == libc::SO_RCVTIMEO || name == libc::SO_SNDTIMEO)
+            {
+                e.timeo = true;
+                st.update(fd, e);
+            }
             let int = || {
                 (!val.is_null() && len as usize >= 4)
                     .then(|| unsafe { std::ptr::read_unaligned(val.cast::<c_int>()) })

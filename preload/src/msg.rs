@@ -60,6 +60,7 @@ fn send_iov(
             }
             let r = crate::tcp_send(
                 st,
+                fd,
                 e,
                 data,
                 if total > 0 {
@@ -114,7 +115,7 @@ fn recv_iov(
             } else {
                 flags
             };
-            let r = crate::tcp_recv(st, e, out, f);
+            let r = crate::tcp_recv(st, fd, e, out, f);
             if r < 0 {
                 return if total > 0 { total } else { r };
             }
@@ -393,7 +394,7 @@ fn sendfile_stack(
         }
         let flags = if total > 0 { libc::MSG_DONTWAIT } else { 0 };
         let sent = if e.tcp {
-            crate::tcp_send(st, e, &buf[..got as usize], flags)
+            crate::tcp_send(st, out_fd, e, &buf[..got as usize], flags)
         } else {
             crate::udp_send(st, out_fd, e, &buf[..got as usize], flags, None)
         };
@@ -483,7 +484,7 @@ pub unsafe extern "C" fn splice(
             }
             let f = if nonblock { libc::MSG_DONTWAIT } else { 0 };
             return if e.tcp {
-                crate::tcp_send(st, e, &buf[..got as usize], f)
+                crate::tcp_send(st, fd_out, e, &buf[..got as usize], f)
             } else {
                 crate::udp_send(st, fd_out, e, &buf[..got as usize], f, None)
             };
@@ -496,7 +497,7 @@ pub unsafe extern "C" fn splice(
         }
         let f = if nonblock { libc::MSG_DONTWAIT } else { 0 };
         let got = if e.tcp {
-            crate::tcp_recv(st, e, &mut buf, f)
+            crate::tcp_recv(st, fd_in, e, &mut buf, f)
         } else {
             crate::udp_recv(
                 st,

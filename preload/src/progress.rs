@@ -93,23 +93,36 @@ fn signal_wake() {
 pub fn start() {
     let _ = std::thread::Builder::new()
         .name("rbypass-progress".into())
-        .spawn(|| loop {
-            let Some(st) = crate::state::existing() else {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-                continue;
-            };
-            if let Some(mut c) = st.stack.try_lock_or_post(WORK_POLL) {
-                c.poll(now_ns());
+        .spawn(|| {
+            // Signals go to the app's threads, never to this one (it may hold the stack lock).
+            // SAFETY: a full signal set for this thread's mask.
+            unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
             }
-            if KERNEL_SLEEPERS.load(Ordering::Acquire) == 0 {
-                futex(&KERNEL_SLEEPERS, libc::FUTEX_WAIT, 0, 1_000_000);
-                continue;
-            }
-            let cur = st.stack.wake_seq();
-            if cur != KICK_FROM.load(Ordering::Acquire) {
-                KICK_FROM.store(cur, Ordering::Release);
-                signal_wake();
-            }
-            st.stack.sleep_for_wake(cur, 1_000_000);
+            progress_loop()
         });
+}
+
+fn progress_loop() -> ! {
+    loop {
+        let Some(st) = crate::state::existing() else {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            continue;
+        };
+        if let Some(mut c) = st.stack.try_lock_or_post(WORK_POLL) {
+            c.poll(now_ns());
+        }
+        if KERNEL_SLEEPERS.load(Ordering::Acquire) == 0 {
+            futex(&KERNEL_SLEEPERS, libc::FUTEX_WAIT, 0, 1_000_000);
+            continue;
+        }
+        let cur = st.stack.wake_seq();
+        if cur != KICK_FROM.load(Ordering::Acquire) {
+            KICK_FROM.store(cur, Ordering::Release);
+            signal_wake();
+        }
+        st.stack.sleep_for_wake(cur, 1_000_000);
+    }
 }

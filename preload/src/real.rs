@@ -91,6 +91,7 @@ reals! {
     dup(fd: c_int) -> c_int;
     dup2(fd: c_int, fd2: c_int) -> c_int;
     dup3(fd: c_int, fd2: c_int, flags: c_int) -> c_int;
+    sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int;
     execve(path: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int;
     execv(path: *const libc::c_char, argv: *const *const libc::c_char) -> c_int;
     execvp(file: *const libc::c_char, argv: *const *const libc::c_char) -> c_int;

@@ -16,11 +16,14 @@ pub struct Entry {
     pub id: SocketId,
     pub tcp: bool,
     pub nonblock: bool,
+    /// SO_RCVTIMEO or SO_SNDTIMEO was set (read them from the kernel socket).
+    pub timeo: bool,
 }
 
 const VALID: u64 = 1 << 63;
 const NONBLOCK: u64 = 1 << 62;
 const TCP: u64 = 1 << 61;
+const TIMEO: u64 = 1 << 60;
 
 impl Entry {
     pub fn pack(self) -> u64 {
@@ -28,6 +31,7 @@ impl Entry {
         VALID
             | if self.nonblock { NONBLOCK } else { 0 }
             | if self.tcp { TCP } else { 0 }
+            | if self.timeo { TIMEO } else { 0 }
             | (u64::from(self.id.incarnation()) << 20)
             | u64::from(self.id.index() & 0xf_ffff)
     }
@@ -37,6 +41,7 @@ impl Entry {
             id: SocketId::new((v & 0xf_ffff) as u32, ((v >> 20) & 0xffff_ffff) as u32),
             tcp: v & TCP != 0,
             nonblock: v & NONBLOCK != 0,
+            timeo: v & TIMEO != 0,
         })
     }
 }
@@ -241,6 +246,7 @@ mod tests {
                 id: SocketId::new(idx, inc),
                 tcp,
                 nonblock: nb,
+                timeo: !nb,
             };
             assert_eq!(Entry::unpack(e.pack()), Some(e));
         }

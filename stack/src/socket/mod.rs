@@ -215,6 +215,10 @@ pub enum SockError {
     ConnReset,
     #[error("connection timed out")]
     TimedOut,
+    /// A blocking call was interrupted by a signal handler without SA_RESTART
+    /// (the preload library's blocking loops report it).
+    #[error("interrupted by a signal")]
+    Interrupted,
 }
 
 impl SockError {
@@ -238,6 +242,7 @@ impl SockError {
             SockError::BrokenPipe => libc::EPIPE,
             SockError::ConnReset => libc::ECONNRESET,
             SockError::TimedOut => libc::ETIMEDOUT,
+            SockError::Interrupted => libc::EINTR,
         }
     }
 
