@@ -58,11 +58,11 @@ pub fn run_pending() -> bool {
         if bits == 0 {
             return interrupt;
         }
-        for sig in 1..NSIG {
+        for (sig, app_flags) in APP_FLAGS.iter().enumerate().skip(1) {
             if bits & (1u128 << sig) == 0 {
                 continue;
             }
-            let flags = APP_FLAGS[sig].load(Ordering::Acquire) as c_int;
+            let flags = app_flags.load(Ordering::Acquire) as c_int;
             if flags & libc::SA_RESTART == 0 {
                 interrupt = true;
             }
