@@ -23,6 +23,9 @@ if [[ "$FUZZ_SECONDS" != 0 ]]; then
     fi
 fi
 
+echo "== cargo build --release (the CLI and librbypass.so, which tests/preload.rs runs)"
+cargo build --release 2>&1 | grep -vE '^\s+(Compiling|Checking|Downloaded|Downloading) ' || true
+
 echo "== cargo test (release, one build for tests, benches' code and the CLI)"
 log="$(mktemp)"
 status=0
