@@ -326,10 +326,10 @@ pub fn wait(
     timeout_ns: Option<u64>,
     sigmask: *const libc::sigset_t,
 ) -> Option<c_int> {
+    // Once stack sockets were added, the wake eventfd stays registered in
+    // the kernel epoll, so even an emptied set goes through here (its
+    // marker events are never shown to the app).
     let set = set_of(epfd)?;
-    if set.items.lock().map_or(true, |v| v.is_empty()) {
-        return None;
-    }
     if max <= 0 || events.is_null() {
         return Some(fail(libc::EINVAL));
     }
