@@ -996,6 +996,20 @@ pub unsafe extern "C" fn getsockopt(
 /// `fcntl(2)` (the variadic argument is read as one word, as the x86-64 ABI passes it).
 #[no_mangle]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: same contract.
+    unsafe { fcntl_impl(fd, cmd, arg) }
+}
+
+/// `fcntl64`: what programs built with `_FILE_OFFSET_BITS=64` call (redis
+/// sets O_NONBLOCK through it); on x86-64 it is the same call.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: same contract.
+    unsafe { fcntl_impl(fd, cmd, arg) }
+}
+
+/// The body of `fcntl` and `fcntl64`: O_NONBLOCK and F_DUPFD* are tracked.
+unsafe fn fcntl_impl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     if cmd == libc::F_SETFL {
         if let Some(st) = state::existing() {
             if let Some(mut e) = st.entry(fd) {

@@ -186,6 +186,41 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, n: libc::nfds_t, timeout: c_int)
     })
 }
 
+/// What glibc's fortified poll checks: the array holds `n` entries.
+fn fortify_check(n: libc::nfds_t, fdslen: libc::size_t) {
+    if fdslen / std::mem::size_of::<pollfd>() < n as usize {
+        // SAFETY: glibc fails the same way (__chk_fail aborts).
+        unsafe { libc::abort() }
+    }
+}
+
+/// `__poll_chk`: `poll` as built with `_FORTIFY_SOURCE` (sockperf, socat).
+#[no_mangle]
+pub unsafe extern "C" fn __poll_chk(
+    fds: *mut pollfd,
+    n: libc::nfds_t,
+    timeout: c_int,
+    fdslen: libc::size_t,
+) -> c_int {
+    fortify_check(n, fdslen);
+    // SAFETY: same contract as poll.
+    unsafe { poll(fds, n, timeout) }
+}
+
+/// `__ppoll_chk`: `ppoll` as built with `_FORTIFY_SOURCE`.
+#[no_mangle]
+pub unsafe extern "C" fn __ppoll_chk(
+    fds: *mut pollfd,
+    n: libc::nfds_t,
+    ts: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+    fdslen: libc::size_t,
+) -> c_int {
+    fortify_check(n, fdslen);
+    // SAFETY: same contract as ppoll.
+    unsafe { ppoll(fds, n, ts, sigmask) }
+}
+
 /// `ppoll(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn ppoll(
