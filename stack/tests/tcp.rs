@@ -1595,3 +1595,87 @@ fn congestion_control_is_configurable() {
         assert_eq!(h.stack.lock().tcp_info(s).unwrap().cc, name);
     }
 }
+
+/// Polls a loop stack until `done` holds (bounded).
+fn poll_until(st: &Stack, now: &mut u64, mut done: impl FnMut(&mut rbypass_stack::Core) -> bool) {
+    for _ in 0..1000 {
+        *now += MS;
+        let mut c = st.lock();
+        c.poll(*now);
+        if done(&mut c) {
+            return;
+        }
+    }
+    panic!("condition not reached");
+}
+
+#[test]
+fn port_sharing_follows_linux_bind_rules() {
+    let st = stack_with(StackConfig {
+        max_bufs: 512,
+        max_sockets: 16,
+        ..StackConfig::default()
+    });
+    let mut now = 5 * SEC;
+    let srv = SocketAddrV4::new(OUR_IP, 9100);
+    let (l, cl) = {
+        let mut c = st.lock();
+        let l = c.tcp_open().unwrap();
+        c.tcp_bind(l, srv).unwrap();
+        c.tcp_listen(l, 4).unwrap();
+        let cl = c.tcp_open().unwrap();
+        c.tcp_bind(cl, SocketAddrV4::new(OUR_IP, 9101)).unwrap();
+        c.tcp_connect(cl, srv, now).unwrap();
+        (l, cl)
+    };
+    let mut acc = None;
+    poll_until(&st, &mut now, |c| {
+        acc = c.tcp_accept(l).ok().map(|x| x.0);
+        acc.is_some()
+    });
+    let acc = acc.unwrap();
+    // The client closes first and ends in TIME_WAIT; the server end goes away.
+    st.lock().tcp_close(cl, now).unwrap();
+    poll_until(&st, &mut now, |c| c.tcp_state(acc) == Ok(TcpState::CloseWait));
+    st.lock().tcp_close(acc, now).unwrap();
+    poll_until(&st, &mut now, |c| c.sockets_in_use() == 2);
+
+    let mut c = st.lock();
+    // A port the kernel picked for connect may be shared with connections.
+    let d = c.tcp_open().unwrap();
+    assert_eq!(
+        c.tcp_bind_for_connect(d, SocketAddrV4::new(OUR_IP, 9101)),
+        Ok(SocketAddrV4::new(OUR_IP, 9101))
+    );
+    c.tcp_close(d, now).unwrap();
+    // Without SO_REUSEADDR the TIME_WAIT connection holds its port...
+    let a = c.tcp_open().unwrap();
+    assert_eq!(
+        c.tcp_bind(a, SocketAddrV4::new(OUR_IP, 9101)),
+        Err(SockError::AddrInUse)
+    );
+    // ...with it, the port can be bound again.
+    c.tcp_set_reuseaddr(a, true).unwrap();
+    c.tcp_bind(a, SocketAddrV4::new(OUR_IP, 9101)).unwrap();
+    // A listening port stays exclusive, SO_REUSEADDR or not.
+    let b = c.tcp_open().unwrap();
+    c.tcp_set_reuseaddr(b, true).unwrap();
+    assert_eq!(c.tcp_bind(b, srv), Err(SockError::AddrInUse));
+    // A port the kernel picked for connect is shared with connections
+    // only, not with a socket bound there and not connected.
+    assert_eq!(
+        c.tcp_bind_for_connect(b, SocketAddrV4::new(OUR_IP, 9101)),
+        Err(SockError::AddrInUse)
+    );
+    c.tcp_close(b, now).unwrap();
+    // Connecting over the TIME_WAIT four-tuple recycles it (tcp_tw_reuse for loopback).
+    c.tcp_connect(a, srv, now).unwrap();
+    drop(c);
+    let mut acc2 = None;
+    poll_until(&st, &mut now, |c| {
+        acc2 = c.tcp_accept(l).ok().map(|x| x.0);
+        acc2.is_some()
+    });
+    assert_eq!(st.lock().tcp_state(a), Ok(TcpState::Established));
+    st.lock().check_consistency().unwrap();
+}

@@ -52,6 +52,9 @@ pub mod flag {
     pub const BROADCAST: u16 = 1 << 2;
     /// The local port was chosen by the stack.
     pub const EPHEMERAL: u16 = 1 << 3;
+    /// SO_REUSEADDR: may share its port with sockets that are not listening
+    /// (and a TIME_WAIT connection does not hold the port against it).
+    pub const REUSEADDR: u16 = 1 << 4;
 }
 
 /// One socket. Identity fields change under the slot's seqlock (`gen`) so

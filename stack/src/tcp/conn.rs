@@ -131,13 +131,31 @@ impl Core<'_> {
         Ok(self.tcbs[self.tcb_ok(s)? as usize].state())
     }
 
-    fn tcp_port_conflicts(&self, ip: Ipv4Addr, port: u16) -> bool {
+    /// Whether socket `me` may not take `ip:port` (Linux's bind conflict
+    /// rule): every other socket bound there overlapping `ip` conflicts,
+    /// unless both have SO_REUSEADDR and the other is not listening, or `me`
+    /// has SO_REUSEADDR and the other lingers in TIME_WAIT. For a port the
+    /// kernel picked for `connect`, only listeners and sockets bound but not
+    /// connected conflict: connect itself checks that the four-tuple is free.
+    fn tcp_port_conflicts(&self, me: u32, ip: Ipv4Addr, port: u16, for_connect: bool) -> bool {
+        let reuse = self.sockets[me as usize].flags & flag::REUSEADDR != 0;
         let mut cur = self.hash[bucket(self.hash.len(), kind::TCP, port)];
         while cur != NIL {
             let sl = &self.sockets[cur as usize];
-            if sl.kind == kind::TCP && sl.local_port == port && sl.flags & flag::BOUND != 0 {
+            if cur != me
+                && sl.kind == kind::TCP
+                && sl.local_port == port
+                && sl.flags & flag::BOUND != 0
+            {
                 let l = Ipv4Addr::from(sl.local_ip);
-                if l.is_unspecified() || ip.is_unspecified() || l == ip {
+                let state = self.tcbs[cur as usize].state();
+                let shares = if for_connect {
+                    state != TcpState::Listen && sl.flags & flag::CONNECTED != 0
+                } else {
+                    (reuse && sl.flags & flag::REUSEADDR != 0 && state != TcpState::Listen)
+                        || (reuse && state == TcpState::TimeWait)
+                };
+                if (l.is_unspecified() || ip.is_unspecified() || l == ip) && !shares {
                     return true;
                 }
             }
@@ -146,8 +164,42 @@ impl Core<'_> {
         false
     }
 
+    /// SO_REUSEADDR on a TCP socket (see [`flag::REUSEADDR`]).
+    pub fn tcp_set_reuseaddr(&mut self, s: SocketId, on: bool) -> Result<(), SockError> {
+        let i = self.tcb_ok(s)?;
+        let sl = &mut self.sockets[i as usize];
+        sl.begin_change();
+        if on {
+            sl.flags |= flag::REUSEADDR;
+        } else {
+            sl.flags &= !flag::REUSEADDR;
+        }
+        sl.end_change();
+        Ok(())
+    }
+
+    /// Binds to the port the kernel socket behind an fd was given for
+    /// `connect` (its autobind): the port may be shared with connections to
+    /// other peers, as Linux's connect-time port choice allows.
+    pub fn tcp_bind_for_connect(
+        &mut self,
+        s: SocketId,
+        addr: SocketAddrV4,
+    ) -> Result<SocketAddrV4, SockError> {
+        self.tcp_bind_inner(s, addr, true)
+    }
+
     /// Binds to a local address (port 0: ephemeral).
     pub fn tcp_bind(&mut self, s: SocketId, addr: SocketAddrV4) -> Result<SocketAddrV4, SockError> {
+        self.tcp_bind_inner(s, addr, false)
+    }
+
+    fn tcp_bind_inner(
+        &mut self,
+        s: SocketId,
+        addr: SocketAddrV4,
+        for_connect: bool,
+    ) -> Result<SocketAddrV4, SockError> {
         let i = self.tcb_ok(s)?;
         if self.sockets[i as usize].flags & flag::BOUND != 0 {
             return Err(SockError::Invalid);
@@ -167,13 +219,13 @@ impl Core<'_> {
                 } else {
                     p + 1
                 };
-                if !self.tcp_port_conflicts(ip, p) {
+                if !self.tcp_port_conflicts(i, ip, p, for_connect) {
                     found = Some(p);
                     break;
                 }
             }
             found.ok_or(SockError::NoPorts)?
-        } else if self.tcp_port_conflicts(ip, addr.port()) {
+        } else if self.tcp_port_conflicts(i, ip, addr.port(), for_connect) {
             return Err(SockError::AddrInUse);
         } else {
             addr.port()
@@ -269,22 +321,29 @@ impl Core<'_> {
             self.tcp_bind(s, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
         }
         let src = self.source_for(*to.ip());
+        let mut local = self.sockets[i as usize].local();
+        if local.ip().is_unspecified() {
+            local.set_ip(src);
+        }
+        if let Some(j) = self.conn_lookup(local, to) {
+            // The four-tuple is taken. A connection of ours lingering in
+            // TIME_WAIT is recycled, as Linux does for loopback
+            // (tcp_tw_reuse=2): the new SYN's sequence number and timestamps
+            // are above the old incarnation's. Anything else is in use.
+            if self.tcbs[j as usize].state() != TcpState::TimeWait {
+                return Err(SockError::AddrInUse);
+            }
+            // An orphan is freed; a socket whose app still holds it is closed.
+            self.tcp_drop(j, 0);
+        }
         {
             let sl = &mut self.sockets[i as usize];
             sl.begin_change();
-            if Ipv4Addr::from(sl.local_ip).is_unspecified() {
-                sl.local_ip = src.octets();
-            }
+            sl.local_ip = local.ip().octets();
             sl.remote_ip = to.ip().octets();
             sl.remote_port = to.port();
             sl.flags |= flag::CONNECTED;
             sl.end_change();
-        }
-        if self
-            .conn_lookup(self.sockets[i as usize].local(), to)
-            .is_some()
-        {
-            return Err(SockError::AddrInUse);
         }
         self.conn_insert(i);
         let iss = self.new_iss(self.sockets[i as usize].local(), to, now);

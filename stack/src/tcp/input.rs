@@ -113,10 +113,8 @@ impl Core<'_> {
                 && self.tw_reusable(i, &seg)
             {
                 // A new incarnation of the connection (RFC 6191 / Linux): end TIME_WAIT.
+                // An orphan is freed; a socket whose app still holds it is closed.
                 self.tcp_drop(i, 0);
-                if self.sockets[i as usize].kind == kind::TCP {
-                    self.tcp_free(i);
-                }
             } else {
                 self.tcp_segment(i, b, seg, now);
                 return;
