@@ -20,6 +20,7 @@ mod epoll;
 mod exec;
 mod exit;
 mod fork;
+mod inet_addr;
 mod msg;
 mod multiplex;
 mod progress;
@@ -53,44 +54,6 @@ fn guard<T: From<i8>>(f: impl FnOnce() -> T) -> T {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(_) => fail(libc::EIO),
-    }
-}
-
-fn sin(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddrV4> {
-    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
-        return None;
-    }
-    // SAFETY: non-null and long enough for a sockaddr_in; read unaligned to be safe.
-    let a = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
-    (c_int::from(a.sin_family) == libc::AF_INET).then(|| {
-        SocketAddrV4::new(
-            Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-            u16::from_be(a.sin_port),
-        )
-    })
-}
-
-fn put_sin(sa: SocketAddrV4, addr: *mut sockaddr, len: *mut socklen_t) {
-    if addr.is_null() || len.is_null() {
-        return;
-    }
-    let v = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: sa.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*sa.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: the caller gave a buffer of *len bytes; we copy at most that.
-    unsafe {
-        let n = (*len as usize).min(std::mem::size_of::<libc::sockaddr_in>());
-        std::ptr::copy_nonoverlapping(
-            (&v as *const libc::sockaddr_in).cast::<u8>(),
-            addr.cast::<u8>(),
-            n,
-        );
-        *len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
     }
 }
 
@@ -186,8 +149,10 @@ fn block<T>(
     }
 }
 
+/// Whether a new socket is one the stack serves: Some(tcp) for TCP and UDP
+/// over AF_INET or AF_INET6 (whose IPv4 traffic the stack carries).
 fn wants_stack(domain: c_int, ty: c_int, proto: c_int) -> Option<bool> {
-    if domain != libc::AF_INET {
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
         return None;
     }
     match (ty & 0xf, proto) {
@@ -220,6 +185,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
                     tcp,
                     nonblock: ty & libc::SOCK_NONBLOCK != 0,
                     timeo: false,
+                    v6: domain == libc::AF_INET6,
                 },
             ) {
                 let now = now_ns();
@@ -234,40 +200,21 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
     })
 }
 
-fn kernel_port(fd: c_int) -> Option<u16> {
-    let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
-    // SAFETY: a valid buffer and length.
-    let r = unsafe { real::getsockname(fd, (&mut a as *mut libc::sockaddr_in).cast(), &mut len) };
-    (r == 0).then(|| u16::from_be(a.sin_port))
-}
-
 /// Binds the kernel socket (reserving the port host-wide) and then the stack socket to the same port.
-fn bind_both(st: &State, fd: c_int, e: Entry, a: SocketAddrV4) -> c_int {
-    let k = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*a.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: a valid sockaddr_in.
-    let r = unsafe {
-        real::bind(
-            fd,
-            (&k as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as socklen_t,
-        )
-    };
+fn bind_both(st: &State, fd: c_int, e: Entry, a: SocketAddrV4, for_connect: bool) -> c_int {
+    let k = inet_addr::KernelAddr::new(a, e.v6);
+    // SAFETY: a valid socket address of the socket's family.
+    let r = unsafe { real::bind(fd, k.as_ptr(), k.len()) };
     if r < 0 {
         return r;
     }
-    let Some(port) = kernel_port(fd) else {
+    let Some(port) = inet_addr::kernel_port(fd) else {
         return fail(libc::EINVAL);
     };
     let mut c = st.stack.lock();
-    let r = if e.tcp {
+    let r = if e.tcp && for_connect {
+        c.tcp_bind_for_connect(e.id, SocketAddrV4::new(*a.ip(), port))
+    } else if e.tcp {
         c.tcp_bind(e.id, SocketAddrV4::new(*a.ip(), port))
     } else {
         c.udp_bind(e.id, SocketAddrV4::new(*a.ip(), port))
@@ -284,8 +231,10 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     guard(|| {
         if let Some(st) = state::existing() {
             if let Some(e) = st.entry(fd) {
-                match sin(addr, len) {
-                    Some(a) if stack_local(a.ip()) => return bind_both(st, fd, e, a),
+                match inet_addr::parse(addr, len) {
+                    Some(a) if stack_local(a.ip()) && !(e.v6 && inet_addr::v6_only(fd)) => {
+                        return bind_both(st, fd, e, a, false)
+                    }
                     _ => release(st, fd),
                 }
             }
@@ -312,7 +261,13 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         if let Some(st) = state::existing() {
             if let Some(e) = st.entry(fd).filter(|e| e.tcp) {
                 if !is_bound(st, e) {
-                    let r = bind_both(st, fd, e, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+                    let r = bind_both(
+                        st,
+                        fd,
+                        e,
+                        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                        false,
+                    );
                     if r < 0 {
                         return r;
                     }
@@ -377,7 +332,7 @@ pub unsafe extern "C" fn accept4(
                 // SAFETY: a fresh kernel socket to own the fd number.
                 let nfd = unsafe {
                     real::socket(
-                        libc::AF_INET,
+                        if e.v6 { libc::AF_INET6 } else { libc::AF_INET },
                         libc::SOCK_STREAM | (flags & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)),
                         0,
                     )
@@ -391,13 +346,14 @@ pub unsafe extern "C" fn accept4(
                             tcp: true,
                             nonblock: flags & libc::SOCK_NONBLOCK != 0,
                             timeo: false,
+                            v6: e.v6,
                         },
                     )
                 {
                     let _ = st.stack.lock().tcp_close(id, now_ns());
                     return fail(libc::EMFILE);
                 }
-                put_sin(from, addr, len);
+                inet_addr::write(from, e.v6, addr, len);
                 nfd
             }
             // SAFETY: the kernel listener has a connection waiting.
@@ -423,7 +379,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             // SAFETY: passing through.
             return unsafe { real::connect(fd, addr, len) };
         };
-        let to = match sin(addr, len) {
+        let to = match inet_addr::parse(addr, len) {
             Some(a) if a.ip().is_loopback() => a,
             _ => {
                 release(st, fd);
@@ -446,7 +402,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             return unsafe { real::connect(fd, addr, len) };
         }
         if !is_bound(st, e) {
-            let r = bind_both(st, fd, e, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+            let r = bind_both(st, fd, e, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), true);
             if r < 0 {
                 return r;
             }
@@ -551,16 +507,15 @@ fn udp_send(
     if !(dest.ip().is_loopback() && c.udp_port_bound(dest)) {
         drop(c);
         // Not for this stack: the kernel socket (bound to the same port) sends it.
-        let k = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: dest.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*dest.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
+        let k = inet_addr::KernelAddr::new(dest, e.v6);
         if !is_bound(st, e) {
-            let r = bind_both(st, fd, e, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+            let r = bind_both(
+                st,
+                fd,
+                e,
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                false,
+            );
             if r < 0 {
                 return r as ssize_t;
             }
@@ -572,14 +527,20 @@ fn udp_send(
                 data.as_ptr().cast(),
                 data.len(),
                 flags,
-                (&k as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as socklen_t,
+                k.as_ptr(),
+                k.len(),
             )
         };
     }
     if !is_bound_locked(&c, e) {
         drop(c);
-        let r = bind_both(st, fd, e, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let r = bind_both(
+            st,
+            fd,
+            e,
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            false,
+        );
         if r < 0 {
             return r as ssize_t;
         }
@@ -621,21 +582,19 @@ pub unsafe extern "C" fn sendto(
             unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) }
         };
         if e.tcp {
-            tcp_send(st, fd, e, data, flags)
-        } else {
-            udp_send(
-                st,
-                fd,
-                e,
-                data,
-                flags,
-                if addr.is_null() {
-                    None
-                } else {
-                    sin(addr, alen)
-                },
-            )
+            return tcp_send(st, fd, e, data, flags);
         }
+        let to = if addr.is_null() {
+            None
+        } else {
+            match inet_addr::parse(addr, alen) {
+                Some(to) => Some(to),
+                // Native IPv6, or an address the kernel will judge.
+                // SAFETY: passing through.
+                None => return unsafe { real::sendto(fd, buf, n, flags, addr, alen) },
+            }
+        };
+        udp_send(st, fd, e, data, flags, to)
     })
 }
 
@@ -721,7 +680,7 @@ fn udp_recv(
     });
     match r {
         Ok(Some(m)) => {
-            put_sin(m.from, addr, alen);
+            inet_addr::write(m.from, e.v6, addr, alen);
             if flags & libc::MSG_TRUNC != 0 {
                 m.len as ssize_t
             } else {
@@ -857,7 +816,7 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
                 c.udp_local_addr(e.id)
             };
             if let Ok(a) = a {
-                put_sin(a, addr, len);
+                inet_addr::write(a, e.v6, addr, len);
                 return 0;
             }
         }
@@ -887,7 +846,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
         };
         match a {
             Ok(a) => {
-                put_sin(a, addr, len);
+                inet_addr::write(a, e.v6, addr, len);
                 0
             }
             Err(err) => fail(errno_of(err)),
@@ -936,6 +895,9 @@ pub unsafe extern "C" fn setsockopt(
                 }
                 (libc::SOL_SOCKET, libc::SO_BROADCAST, false) => {
                     int().map(|v| c.udp_set_broadcast(e.id, v != 0))
+                }
+                (libc::SOL_SOCKET, libc::SO_REUSEADDR, true) => {
+                    int().map(|v| c.tcp_set_reuseaddr(e.id, v != 0))
                 }
                 (libc::SOL_SOCKET, libc::SO_KEEPALIVE, true) => {
                     int().map(|v| c.tcp_set_keepalive(e.id, v != 0, 7200, 75, 9, now))

@@ -207,10 +207,15 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         let Some(v) = iovs(m.msg_iov, m.msg_iovlen as c_int) else {
             return fail(libc::EINVAL);
         };
-        let to = if m.msg_name.is_null() {
+        let to = if m.msg_name.is_null() || e.tcp {
             None
         } else {
-            crate::sin(m.msg_name.cast(), m.msg_namelen)
+            match crate::inet_addr::parse(m.msg_name.cast(), m.msg_namelen) {
+                Some(to) => Some(to),
+                // Native IPv6, or an address the kernel will judge.
+                // SAFETY: passing through.
+                None => return unsafe { real::sendmsg(fd, msg, flags) },
+            }
         };
         send_iov(st, fd, e, v, flags, to)
     })

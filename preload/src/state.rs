@@ -18,12 +18,15 @@ pub struct Entry {
     pub nonblock: bool,
     /// SO_RCVTIMEO or SO_SNDTIMEO was set (read them from the kernel socket).
     pub timeo: bool,
+    /// An AF_INET6 socket: addresses go back to the app as `sockaddr_in6`.
+    pub v6: bool,
 }
 
 const VALID: u64 = 1 << 63;
 const NONBLOCK: u64 = 1 << 62;
 const TCP: u64 = 1 << 61;
 const TIMEO: u64 = 1 << 60;
+const V6: u64 = 1 << 59;
 
 impl Entry {
     pub fn pack(self) -> u64 {
@@ -32,6 +35,7 @@ impl Entry {
             | if self.nonblock { NONBLOCK } else { 0 }
             | if self.tcp { TCP } else { 0 }
             | if self.timeo { TIMEO } else { 0 }
+            | if self.v6 { V6 } else { 0 }
             | (u64::from(self.id.incarnation()) << 20)
             | u64::from(self.id.index() & 0xf_ffff)
     }
@@ -42,6 +46,7 @@ impl Entry {
             tcp: v & TCP != 0,
             nonblock: v & NONBLOCK != 0,
             timeo: v & TIMEO != 0,
+            v6: v & V6 != 0,
         })
     }
 }
@@ -247,6 +252,7 @@ mod tests {
                 tcp,
                 nonblock: nb,
                 timeo: !nb,
+                v6: nb,
             };
             assert_eq!(Entry::unpack(e.pack()), Some(e));
         }
