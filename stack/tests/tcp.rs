@@ -632,6 +632,26 @@ fn nagle_holds_small_segments_unless_nodelay() {
 }
 
 #[test]
+fn nagle_sends_the_tail_after_full_segments_at_once() {
+    // Minshall's refinement, as Linux: full segments in flight do not hold
+    // back the small tail of a write (a request of 2.5 MSS is not stalled
+    // behind the peer's delayed ACK); a second small segment still waits.
+    let mut h = H::new();
+    let (s, _una) = acked_setup(&mut h, 100, 1);
+    let mss = h.stack.lock().tcp_info(s).unwrap().mss as usize;
+    h.write(s, &vec![1u8; 2 * mss + 80]);
+    let segs = h.out();
+    let lens: Vec<usize> = segs.iter().map(|x| x.data.len()).collect();
+    assert_eq!(
+        lens,
+        vec![mss, mss, 80],
+        "the tail leaves with the full segments"
+    );
+    h.write(s, b"x");
+    h.none();
+}
+
+#[test]
 fn fast_retransmit_on_three_dupacks() {
     let mut h = H::new();
     let (s, una) = acked_setup(&mut h, 100, 1);
@@ -1636,7 +1656,9 @@ fn port_sharing_follows_linux_bind_rules() {
     let acc = acc.unwrap();
     // The client closes first and ends in TIME_WAIT; the server end goes away.
     st.lock().tcp_close(cl, now).unwrap();
-    poll_until(&st, &mut now, |c| c.tcp_state(acc) == Ok(TcpState::CloseWait));
+    poll_until(&st, &mut now, |c| {
+        c.tcp_state(acc) == Ok(TcpState::CloseWait)
+    });
     st.lock().tcp_close(acc, now).unwrap();
     poll_until(&st, &mut now, |c| c.sockets_in_use() == 2);
 

@@ -352,6 +352,7 @@ impl Core<'_> {
         let t = &mut self.tcbs[i as usize];
         t.iss = iss;
         t.snd_una = iss;
+        t.snd_sml = iss;
         t.snd_nxt = iss + 1;
         t.snd_max = iss + 1;
         t.our_mss = mss;
@@ -1226,9 +1227,14 @@ impl Core<'_> {
             }
             let is_new = !t.snd_nxt.lt(t.snd_max);
             if is_new && len < t.mss && len == avail {
-                // Nagle: hold a small segment while data is unacknowledged.
+                // Nagle with Minshall's refinement (as Linux): hold a small
+                // segment only while an earlier small one is unacknowledged,
+                // so a write's tail after full segments leaves at once.
                 if t.has(tflag::CORK)
-                    || (!t.has(tflag::NODELAY) && t.flight_size() > 0 && !t.has(tflag::FIN_PENDING))
+                    || (!t.has(tflag::NODELAY)
+                        && t.flight_size() > 0
+                        && t.snd_sml.gt(t.snd_una)
+                        && !t.has(tflag::FIN_PENDING))
                 {
                     break;
                 }
@@ -1249,6 +1255,9 @@ impl Core<'_> {
             }
             sent_any = true;
             let t = &mut self.tcbs[i as usize];
+            if len < t.mss {
+                t.snd_sml = seq + (len as usize);
+            }
             if !is_new {
                 t.retransmits += 1;
                 self.hdr.counters.tcp_retransmits.inc();

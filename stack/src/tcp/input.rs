@@ -258,6 +258,7 @@ impl Core<'_> {
         t.keepcnt = lt.keepcnt;
         t.iss = iss;
         t.snd_una = iss;
+        t.snd_sml = iss;
         t.snd_nxt = iss + 1;
         t.snd_max = iss + 1;
         t.irs = seg.seq;
@@ -364,6 +365,7 @@ impl Core<'_> {
         t.flags = lt.flags & (tflag::NODELAY | tflag::KEEPALIVE | tflag::LINGER0);
         t.iss = iss;
         t.snd_una = iss + 1;
+        t.snd_sml = iss + 1;
         t.snd_nxt = iss + 1;
         t.snd_max = iss + 1;
         t.irs = seg.seq - 1;

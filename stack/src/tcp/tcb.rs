@@ -214,7 +214,9 @@ pub struct Tcb {
     pub retransmits: u32,
     pub dupacks_rcvd: u32,
     pub ooo_segs: u32,
-    pub _pad: u32,
+    /// End of the last segment sent shorter than the MSS (Minshall's Nagle:
+    /// another small segment waits only while this one is unacknowledged).
+    pub snd_sml: SeqNum,
 }
 
 impl Tcb {
@@ -281,7 +283,7 @@ impl Tcb {
         retransmits: 0,
         dupacks_rcvd: 0,
         ooo_segs: 0,
-        _pad: 0,
+        snd_sml: SeqNum(0),
     };
 
     /// The state.
