@@ -21,6 +21,7 @@ mod exec;
 mod exit;
 mod fork;
 mod inet_addr;
+pub mod log;
 mod msg;
 mod multiplex;
 mod progress;
@@ -62,8 +63,19 @@ fn stack_local(ip: &Ipv4Addr) -> bool {
     ip.is_loopback() || ip.is_unspecified()
 }
 
-/// Gives an fd back to the kernel: the stack socket is closed, the kernel socket stays.
+/// Gives an fd to the kernel for good: what it reaches, the stack cannot.
 fn release(st: &State, fd: c_int) {
+    if st.entry(fd).is_some() {
+        rlog!(
+            Debug,
+            "fd {fd}: its address or peer is not in the stack; the kernel socket carries it"
+        );
+        drop_entry(st, fd);
+    }
+}
+
+/// Closes the stack side of an fd; the kernel socket stays.
+fn drop_entry(st: &State, fd: c_int) {
     if st.entry(fd).is_none() {
         return;
     }
@@ -176,6 +188,12 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
         };
         let mut c = st.stack.lock();
         let id = if tcp { c.tcp_open() } else { c.udp_open() };
+        if let Err(err) = id {
+            rlog!(
+                Debug,
+                "fd {fd}: no stack socket ({err}); the kernel serves it"
+            );
+        }
         if let Ok(id) = id {
             if !st.set(
                 &mut c,
@@ -356,8 +374,14 @@ pub unsafe extern "C" fn accept4(
                 inet_addr::write(from, e.v6, addr, len);
                 nfd
             }
-            // SAFETY: the kernel listener has a connection waiting.
-            Ok(None) => unsafe { real::accept4(fd, addr, len, flags) },
+            Ok(None) => {
+                rlog!(
+                    Debug,
+                    "fd {fd}: accepting a connection from an unaccelerated client"
+                );
+                // SAFETY: the kernel listener has a connection waiting.
+                unsafe { real::accept4(fd, addr, len, flags) }
+            }
             Err(err) => fail(errno_of(err)),
         }
     })
@@ -417,6 +441,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         {
             let mut c = st.stack.lock();
             if let Err(err) = c.tcp_connect(e.id, to, now_ns()) {
+                rlog!(Debug, "fd {fd}: connect to {to} in the stack: {err}");
                 return fail(if err == SockError::InProgress {
                     libc::EALREADY
                 } else {
@@ -768,7 +793,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     guard(|| {
         if let Some(st) = state::existing() {
-            release(st, fd);
+            drop_entry(st, fd);
             if epoll::is_epoll(fd) {
                 epoll::forget_epoll(fd);
             }
@@ -1023,7 +1048,7 @@ fn dup_entry(old: c_int, new: c_int) {
         return;
     }
     if let Some(st) = state::existing() {
-        release(st, new);
+        drop_entry(st, new);
         if let Some(e) = st.entry(old) {
             st.set(&mut st.stack.lock(), new, e);
         }

@@ -86,18 +86,10 @@ fn env_u32(k: &str) -> Option<u32> {
     std::env::var(k).ok().and_then(|v| v.parse().ok())
 }
 
-fn log(msg: &str) {
-    if std::env::var("RBYPASS_LOG").is_ok_and(|v| !v.is_empty() && v != "off" && v != "error") {
-        let line = format!("rbypass[{}]: {msg}\n", std::process::id());
-        // SAFETY: writing a buffer to stderr.
-        unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-    }
-}
-
 fn build() -> Option<State> {
     let nic = std::env::var("RBYPASS_NIC").unwrap_or_else(|_| "loop".into());
     if nic != "loop" {
-        log(&format!("RBYPASS_NIC={nic} is not supported by the preload library yet; sockets stay with the kernel"));
+        crate::rlog!(Warn, "RBYPASS_NIC={nic} is not supported by the preload library yet; sockets stay with the kernel");
         return None;
     }
     let defaults = StackConfig::default();
@@ -105,9 +97,10 @@ fn build() -> Option<State> {
         Ok(v) => match CcAlgo::parse(&v) {
             Some(a) => a as u8,
             None => {
-                log(&format!(
+                crate::rlog!(
+                    Warn,
                     "RBYPASS_TCP_CC={v} is not known (cubic, reno); using cubic"
-                ));
+                );
                 defaults.tcp_cc
             }
         },
@@ -131,9 +124,10 @@ fn build() -> Option<State> {
     let stack = match stack {
         Ok(s) => s,
         Err(e) => {
-            log(&format!(
+            crate::rlog!(
+                Warn,
                 "cannot open the stack ({e}); sockets stay with the kernel"
-            ));
+            );
             return None;
         }
     };
@@ -142,10 +136,11 @@ fn build() -> Option<State> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    log(&format!(
+    crate::rlog!(
+        Info,
         "stack {} attached (spin {spin_us} us)",
         stack.arena().path().display()
-    ));
+    );
     if let Some(h) = handoff {
         // Sockets inherited across exec keep their references (counted before exec).
         for (fd, e) in &h.fds {
@@ -153,7 +148,7 @@ fn build() -> Option<State> {
                 slot.store(e.pack(), Ordering::Release);
             }
         }
-        log(&format!("adopted {} sockets across exec", h.fds.len()));
+        crate::rlog!(Debug, "adopted {} sockets across exec", h.fds.len());
     }
     Some(State {
         stack,
