@@ -336,6 +336,7 @@ pub fn wait(
     // SAFETY: the caller's array of `max` events.
     let out = unsafe { std::slice::from_raw_parts_mut(events, max as usize) };
     let start = now_ns();
+    let mut last_yield = start;
     let deadline = timeout_ns.map(|t| start.saturating_add(t));
     loop {
         let seen = st.stack.wake_seq();
@@ -363,8 +364,7 @@ pub fn wait(
         if deadline.is_some_and(|d| now >= d) {
             return Some(0);
         }
-        if st.spin_us < 0 || (now - start) / 1000 < st.spin_us as u64 {
-            std::hint::spin_loop();
+        if st.keep_spinning(start, now, &mut last_yield) {
             continue;
         }
         // Sleep in the kernel epoll; the wake eventfd ends it on stack news.

@@ -134,6 +134,7 @@ fn block<T>(
     mut f: impl FnMut(&mut Core<'_>, u64) -> Result<T, SockError>,
 ) -> Result<T, SockError> {
     let start = now_ns();
+    let mut last_yield = start;
     loop {
         let seen = st.stack.wake_seq();
         {
@@ -152,9 +153,7 @@ fn block<T>(
         if timeout_ns > 0 && now - start >= timeout_ns {
             return Err(SockError::WouldBlock);
         }
-        let spun = (now - start) / 1000;
-        if st.spin_us < 0 || spun < st.spin_us as u64 {
-            std::hint::spin_loop();
+        if st.keep_spinning(start, now, &mut last_yield) {
             continue;
         }
         st.stack.sleep_for_wake(seen, 1_000_000);

@@ -115,6 +115,7 @@ pub fn poll_set(
         .copied()
         .collect();
     let start = now_ns();
+    let mut last_yield = start;
     let deadline = timeout_ns.map(|t| start.saturating_add(t));
     let mut round = 0u32;
     let mut slept = false;
@@ -130,8 +131,7 @@ pub fn poll_set(
         if deadline.is_some_and(|d| now >= d) {
             return Some(0);
         }
-        if st.spin_us < 0 || (now - start) / 1000 < st.spin_us as u64 {
-            std::hint::spin_loop();
+        if st.keep_spinning(start, now, &mut last_yield) {
             continue;
         }
         let slice = deadline.map_or(SLICE_NS, |d| (d - now).min(SLICE_NS));

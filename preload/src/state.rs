@@ -185,6 +185,24 @@ pub fn existing() -> Option<&'static State> {
 }
 
 impl State {
+    /// Whether a blocking wait that began at `start` should go on spinning
+    /// at `now` (RBYPASS_SPIN_USEC; negative: always). A spinning thread
+    /// yields its CPU every 20 us, so on a machine with fewer cores than
+    /// busy threads the thread it waits for (often on the same core) runs.
+    pub fn keep_spinning(&self, start: u64, now: u64, last_yield: &mut u64) -> bool {
+        if self.spin_us >= 0 && (now - start) / 1000 >= self.spin_us as u64 {
+            return false;
+        }
+        if now - *last_yield >= 20_000 {
+            *last_yield = now;
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        } else {
+            std::hint::spin_loop();
+        }
+        true
+    }
+
     /// The entry of `fd`, if it is an accelerated socket.
     pub fn entry(&self, fd: libc::c_int) -> Option<Entry> {
         let i = usize::try_from(fd).ok()?;
