@@ -215,8 +215,8 @@ fn pair(prog: &str, server: &[&str], client: &[&str], min_frames: u64) {
 fn tcp_echo_round_trips() {
     pair(
         "echo",
-        &["tcp-server", "42101", "2000"],
-        &["tcp-client", "42101", "2000"],
+        &["tcp-server", "24101", "2000"],
+        &["tcp-client", "24101", "2000"],
         4000,
     );
 }
@@ -225,33 +225,33 @@ fn tcp_echo_round_trips() {
 fn udp_echo_round_trips() {
     pair(
         "echo",
-        &["udp-server", "42102", "2000"],
-        &["udp-client", "42102", "2000"],
+        &["udp-server", "24102", "2000"],
+        &["udp-client", "24102", "2000"],
         4000,
     );
 }
 
 #[test]
 fn data_written_before_exit_reaches_the_peer() {
-    pair("exit_flush", &["server", "42103"], &["client", "42103"], 64);
+    pair("exit_flush", &["server", "24103"], &["client", "24103"], 64);
 }
 
 #[test]
 fn accepted_socket_survives_exec() {
     pair(
         "exec_inherit",
-        &["server", "42104"],
-        &["client", "42104"],
+        &["server", "24104"],
+        &["client", "24104"],
         4,
     );
 }
 
 #[test]
 fn epoll_select_poll_and_fork() {
-    single("epoll_fork", &["42105", "1000"]);
+    single("epoll_fork", &["24105", "1000"]);
 }
 
 #[test]
 fn timeouts_and_signals_match_the_kernel() {
-    single("signals", &["42106"]);
+    single("signals", &["24106"]);
 }

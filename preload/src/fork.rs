@@ -5,7 +5,16 @@
 
 extern "C" fn prepare() {
     if let Some(st) = crate::state::existing() {
-        st.stack.header().lock.lock();
+        // Every fd the child inherits is one more reference to its socket.
+        // Counted here, before fork returns in the parent, so a parent that
+        // closes its copy at once (a forking server) never drops the count
+        // to zero under the child. The lock stays held across fork (released
+        // by the handlers below), so no fd changes meanwhile.
+        let mut c = st.stack.lock();
+        st.for_each(|_, e| {
+            let _ = c.fd_ref(e.id);
+        });
+        std::mem::forget(c);
     }
 }
 
@@ -17,13 +26,6 @@ extern "C" fn release() {
 
 extern "C" fn child() {
     release();
-    if let Some(st) = crate::state::existing() {
-        // Every inherited fd is one more reference to its socket.
-        let mut c = st.stack.lock();
-        st.for_each(|_, e| {
-            let _ = c.fd_ref(e.id);
-        });
-    }
     crate::progress::start();
 }
 
