@@ -1,0 +1,375 @@
+//! Socket semantics under `rbypass run` against the plain kernel as the
+//! oracle: the C programs in tests/c/sem_*.c print one deterministic line per
+//! check; each is run once plainly and once under `rbypass run --name S`,
+//! and the outputs must be equal. The stack's counters then show that the
+//! traffic went through the stack and not the kernel.
+//!
+//! Checks listed in PENDING are skipped with a note (set
+//! RBYPASS_RUN_PENDING=1 to run them, and fail if they still differ).
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Every run is killed after this long.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Checks that differ from the kernel today: (program, check, reason).
+const PENDING: &[(&str, &str, &str)] = &[
+    (
+        "sem_tcp",
+        "time_wait_bind",
+        "library bug: bind() without SO_REUSEADDR to a port whose connection is in TIME_WAIT in the stack succeeds (kernel: EADDRINUSE)",
+    ),
+    (
+        "sem_tcp",
+        "connect_after_nonblock_connect",
+        "library bug: the first connect() after a non-blocking connect completed returns EISCONN (kernel: 0, then EISCONN)",
+    ),
+    (
+        "sem_tcp",
+        "pollrdhup",
+        "library bug: poll() does not report POLLRDHUP after the peer closed",
+    ),
+    (
+        "sem_tcp",
+        "epipe_sigpipe",
+        "library bug: send() after the peer's RST in CLOSE_WAIT fails with ENOTCONN and raises no SIGPIPE (kernel: EPIPE + SIGPIPE)",
+    ),
+    (
+        "sem_tcp",
+        "send_after_reset",
+        "library bug: send() after ECONNRESET was reported fails with ENOTCONN (kernel: EPIPE)",
+    ),
+    (
+        "sem_tcp",
+        "shutdown_after_close",
+        "library bug: shutdown() on a connection closed by both sides returns 0 (kernel: ENOTCONN)",
+    ),
+    (
+        "sem_tcp",
+        "rcvtimeo",
+        "library bug: SO_RCVTIMEO is ignored by a blocking recv() on a stack socket, which blocks forever (kernel: EAGAIN after the timeout)",
+    ),
+    (
+        "sem_tcp",
+        "wrong_state_ops",
+        "library bug: send() on an unconnected TCP socket gives ENOTCONN (kernel: EPIPE), recv() gives 0 (kernel: ENOTCONN), connect() of a connected socket to another port hands it to the kernel (ECONNREFUSED; kernel: EISCONN), listen() on a connected socket succeeds (kernel: EINVAL)",
+    ),
+    (
+        "sem_tcp",
+        "close_after_fork",
+        "library bug: after fork(), close() of an inherited socket in one process closes it in the other too (its calls then fail with EBADF)",
+    ),
+];
+
+fn run_pending() -> bool {
+    std::env::var_os("RBYPASS_RUN_PENDING").is_some_and(|v| v != "0")
+}
+
+fn rbypass_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rbypass"))
+}
+
+/// Makes sure librbypass.so is next to the rbypass binary (building it if not).
+fn ensure_library() {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = DONE.get_or_init(|| {
+        let lib = rbypass_bin().parent().unwrap().join("librbypass.so");
+        if lib.is_file() {
+            return Ok(());
+        }
+        Err(format!(
+            "{} is missing: run `cargo build --release` first (it builds the preload crate)",
+            lib.display()
+        ))
+    });
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
+fn temp_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("rbypass-sem-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("create temp dir");
+        d
+    })
+}
+
+/// Compiles tests/c/NAME.c with `cc -O2 -Wall` (warnings are errors).
+fn compile(name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/c")
+        .join(format!("{name}.c"));
+    let out = temp_dir().join(name);
+    let r = Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `cc` ({e}): install a C compiler (e.g. gcc) to run these tests"));
+    assert!(
+        r.status.success(),
+        "cc failed on {}:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    out
+}
+
+struct Output {
+    stdout: String,
+    stderr: String,
+    timed_out: bool,
+    status: Option<i32>,
+}
+
+impl Output {
+    fn describe(&self) -> String {
+        format!(
+            "status {:?}{}\n--- stdout\n{}--- stderr\n{}",
+            self.status,
+            if self.timed_out {
+                format!(" (KILLED after {RUN_TIMEOUT:?})")
+            } else {
+                String::new()
+            },
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// Runs a command in its own process group; after `timeout` the whole group is killed.
+fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let pgid = child.id() as libc::pid_t;
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = so.read_to_end(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = se.read_to_end(&mut s);
+        s
+    });
+    let end = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() >= end {
+            timed_out = true;
+            // SAFETY: signalling the process group this function created.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Forked children that outlive the program would keep the pipes open.
+    // SAFETY: as above; the group is ours.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    Output {
+        stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+        timed_out,
+        status: status.code(),
+    }
+}
+
+/// A stack name unique to this test run; its arena is removed on creation and drop.
+struct StackName(String);
+
+impl StackName {
+    fn new(tag: &str) -> Self {
+        let s = StackName(format!("sem{}-{tag}", std::process::id()));
+        assert!(s.0.len() <= 32, "stack name too long: {}", s.0);
+        s.clean();
+        s
+    }
+    fn clean(&self) {
+        let prefix = format!("rbypass-{}", self.0);
+        if let Ok(rd) = std::fs::read_dir("/dev/shm") {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+    /// The stack's counters, from `rbypass stackdump counters`.
+    fn counters(&self) -> Vec<(String, u64)> {
+        let out = Command::new(rbypass_bin())
+            .args(["stackdump", "counters", "--stack", &self.0])
+            .output()
+            .expect("run rbypass stackdump");
+        assert!(out.status.success(), "stackdump failed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains(&format!("stack {}:", self.0)),
+            "stackdump does not show stack {}:\n{text}",
+            self.0
+        );
+        text.lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let k = it.next()?;
+                let v = it.next()?.parse().ok()?;
+                Some((k.to_string(), v))
+            })
+            .collect()
+    }
+    fn counter(&self, name: &str) -> u64 {
+        self.counters()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("stackdump counters has no {name}"))
+    }
+}
+
+impl Drop for StackName {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+fn rbypass_cmd(stack: &StackName, prog: &Path) -> Command {
+    let mut c = Command::new(rbypass_bin());
+    c.args(["run", "--name", &stack.0, "--"]).arg(prog);
+    c
+}
+
+/// Line-by-line diff of two outputs, for failure messages.
+fn diff(plain: &str, accel: &str) -> String {
+    let a: Vec<&str> = plain.lines().collect();
+    let b: Vec<&str> = accel.lines().collect();
+    let mut s = String::new();
+    for i in 0..a.len().max(b.len()) {
+        match (a.get(i), b.get(i)) {
+            (Some(x), Some(y)) if x == y => s += &format!("   {x}\n"),
+            (x, y) => {
+                if let Some(x) = x {
+                    s += &format!(" - {x}   (kernel)\n");
+                }
+                if let Some(y) = y {
+                    s += &format!(" + {y}   (rbypass)\n");
+                }
+            }
+        }
+    }
+    s
+}
+
+fn assert_same(what: &str, plain: &Output, accel: &Output) {
+    assert!(
+        !plain.timed_out && plain.status == Some(0),
+        "{what}: the plain-kernel run failed:\n{}",
+        plain.describe()
+    );
+    assert!(
+        plain.stdout.ends_with("done\n"),
+        "{what}: the plain-kernel run did not finish:\n{}",
+        plain.describe()
+    );
+    assert!(
+        plain.stdout == accel.stdout && accel.status == Some(0),
+        "{what}: output under rbypass differs from the kernel's:\n{}\nrbypass run: {}",
+        diff(&plain.stdout, &accel.stdout),
+        accel.describe()
+    );
+}
+
+/// Runs program `name`: every check not PENDING, plainly with ports from
+/// `base_plain` and under rbypass with ports from `base_accel`. Returns the
+/// stack so the caller can look at its counters.
+fn semantics(name: &str, base_plain: u16, base_accel: u16) -> StackName {
+    ensure_library();
+    let prog = compile(name);
+    let list = run_with_timeout(Command::new(&prog).arg("--list"), RUN_TIMEOUT);
+    assert_eq!(list.status, Some(0), "{name} --list failed");
+    let all: Vec<&str> = list.stdout.lines().collect();
+    let mut active = Vec::new();
+    let mut pending = Vec::new();
+    for (p, check, reason) in PENDING.iter().filter(|(p, _, _)| *p == name) {
+        assert!(
+            all.contains(check),
+            "PENDING names {p}/{check}, which the program does not have"
+        );
+        eprintln!("PENDING {p}/{check}: {reason}");
+        pending.push(*check);
+    }
+    for c in &all {
+        if !pending.contains(c) {
+            active.push(*c);
+        }
+    }
+    let stack = StackName::new(&name.replace("sem_", ""));
+    let plain = run_with_timeout(
+        Command::new(&prog)
+            .arg(base_plain.to_string())
+            .args(&active),
+        RUN_TIMEOUT,
+    );
+    let accel = run_with_timeout(
+        rbypass_cmd(&stack, &prog)
+            .arg(base_accel.to_string())
+            .args(&active),
+        RUN_TIMEOUT,
+    );
+    assert_same(name, &plain, &accel);
+    if run_pending() {
+        let mut still = Vec::new();
+        for (i, check) in pending.iter().enumerate() {
+            let s = StackName::new(&format!("{}-p{i}", name.replace("sem_", "")));
+            let plain = run_with_timeout(
+                Command::new(&prog).args([&base_plain.to_string(), *check]),
+                RUN_TIMEOUT,
+            );
+            let accel = run_with_timeout(
+                rbypass_cmd(&s, &prog).args([&base_accel.to_string(), *check]),
+                RUN_TIMEOUT,
+            );
+            if plain.stdout != accel.stdout || accel.status != Some(0) {
+                eprintln!(
+                    "{name}/{check} still differs:\n{}",
+                    diff(&plain.stdout, &accel.stdout)
+                );
+                still.push(*check);
+            }
+        }
+        assert!(still.is_empty(), "PENDING checks still differ: {still:?}");
+    }
+    stack
+}
+
+#[test]
+fn tcp_semantics() {
+    let stack = semantics("sem_tcp", 20000, 21000);
+    let segs = stack.counter("tcp_rx_segments");
+    let opens = stack.counter("tcp_passive_opens");
+    // big_transfer alone is 8 MiB: thousands of segments through the stack.
+    assert!(
+        segs > 1000,
+        "the stack carried only {segs} TCP segments: traffic went through the kernel"
+    );
+    assert!(
+        opens >= 20,
+        "only {opens} connections were accepted by the stack"
+    );
+}
