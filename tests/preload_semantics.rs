@@ -7,11 +7,11 @@
 //! Checks listed in PENDING are skipped with a note (set
 //! RBYPASS_RUN_PENDING=1 to run them, and fail if they still differ).
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Every run is killed after this long.
@@ -175,51 +175,109 @@ impl Output {
     }
 }
 
+/// A program started in its own process group, killed with its whole group
+/// at its deadline.
+struct Running {
+    child: std::process::Child,
+    pgid: libc::pid_t,
+    lines: mpsc::Receiver<String>,
+    stdout: String,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+    deadline: Instant,
+}
+
+impl Running {
+    fn spawn(cmd: &mut Command, timeout: Duration) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let pgid = child.id() as libc::pid_t;
+        let mut so = BufReader::new(child.stdout.take().unwrap());
+        let mut se = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || loop {
+            let mut line = Vec::new();
+            match so.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx
+                        .send(String::from_utf8_lossy(&line).into_owned())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = se.read_to_end(&mut s);
+            s
+        });
+        Running {
+            child,
+            pgid,
+            lines,
+            stdout: String::new(),
+            stderr,
+            deadline: Instant::now() + timeout,
+        }
+    }
+
+    /// Waits (until the deadline) for a line of stdout equal to `want`.
+    fn wait_line(&mut self, want: &str) -> bool {
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l.trim_end() == want;
+                    self.stdout += &l;
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Waits for the program to end (killing its group at the deadline).
+    fn finish(mut self) -> Output {
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if Instant::now() >= self.deadline {
+                timed_out = true;
+                // SAFETY: signalling the process group this harness created.
+                unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+                break self.child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Forked children that outlive the program would keep the pipes open.
+        // SAFETY: as above; the group is ours.
+        unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+        for l in self.lines.iter() {
+            self.stdout += &l;
+        }
+        Output {
+            stdout: self.stdout,
+            stderr: String::from_utf8_lossy(&self.stderr.join().unwrap()).into_owned(),
+            timed_out,
+            status: status.code(),
+        }
+    }
+}
+
 /// Runs a command in its own process group; after `timeout` the whole group is killed.
 fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let pgid = child.id() as libc::pid_t;
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = so.read_to_end(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = se.read_to_end(&mut s);
-        s
-    });
-    let end = Instant::now() + timeout;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if Instant::now() >= end {
-            timed_out = true;
-            // SAFETY: signalling the process group this function created.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            break child.wait().expect("wait");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    // Forked children that outlive the program would keep the pipes open.
-    // SAFETY: as above; the group is ours.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    Output {
-        stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
-        timed_out,
-        status: status.code(),
-    }
+    Running::spawn(cmd, timeout).finish()
 }
 
 /// A stack name unique to this test run; its arena is removed on creation and drop.
@@ -424,4 +482,96 @@ fn poll_semantics() {
         segs > 100 && dgrams >= 1,
         "the stack carried only {segs} TCP segments and {dgrams} UDP datagrams: traffic went through the kernel"
     );
+}
+
+/// How each end of an echo.c pair runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Kernel,
+    Rbypass,
+}
+
+/// Runs `echo SERVER PORT N` and then `echo CLIENT PORT N`, each plainly or
+/// under rbypass (both on `stack` when both are), and returns (server, client).
+fn echo_pair(
+    prog: &Path,
+    kind: &str,
+    port: u16,
+    n: u32,
+    server: Mode,
+    client: Mode,
+    stack: &StackName,
+) -> (Output, Output) {
+    let cmd = |mode: Mode, role: &str| {
+        let mut c = match mode {
+            Mode::Kernel => Command::new(prog),
+            Mode::Rbypass => rbypass_cmd(stack, prog),
+        };
+        c.args([&format!("{kind}-{role}"), &port.to_string(), &n.to_string()]);
+        c
+    };
+    let mut srv = Running::spawn(&mut cmd(server, "server"), RUN_TIMEOUT);
+    if !srv.wait_line("listening") {
+        let out = srv.finish();
+        panic!(
+            "{kind} server ({server:?}) never said it was listening:\n{}",
+            out.describe()
+        );
+    }
+    let cli = run_with_timeout(&mut cmd(client, "client"), RUN_TIMEOUT);
+    if cli.status != Some(0) {
+        // Do not wait the server's full timeout for a client that is gone.
+        // SAFETY: the server's process group, created by this harness.
+        unsafe { libc::kill(-srv.pgid, libc::SIGKILL) };
+    }
+    (srv.finish(), cli)
+}
+
+/// tests/c/echo.c with one end on the kernel and the other under rbypass (and
+/// both under rbypass): everything must print what the all-kernel run prints.
+#[test]
+fn mixed_kernel_and_rbypass_ends() {
+    ensure_library();
+    let prog = compile("echo");
+    let mut port = 28000;
+    for (kind, n) in [("tcp", 200), ("udp", 200)] {
+        let none = StackName::new(&format!("mix-{kind}-k"));
+        let (want_srv, want_cli) =
+            echo_pair(&prog, kind, port, n, Mode::Kernel, Mode::Kernel, &none);
+        port += 1;
+        for (server, client) in [
+            (Mode::Kernel, Mode::Rbypass),
+            (Mode::Rbypass, Mode::Kernel),
+            (Mode::Rbypass, Mode::Rbypass),
+        ] {
+            let stack = StackName::new(&format!("mix-{kind}-{port}"));
+            let (srv, cli) = echo_pair(&prog, kind, port, n, server, client, &stack);
+            port += 1;
+            let what = format!("{kind}: server {server:?}, client {client:?}");
+            for (end, want, got) in [("server", &want_srv, &srv), ("client", &want_cli, &cli)] {
+                assert!(
+                    want.status == Some(0) && !want.stdout.is_empty(),
+                    "{what}: the all-kernel {end} failed:\n{}",
+                    want.describe()
+                );
+                assert!(
+                    got.stdout == want.stdout && got.status == Some(0),
+                    "{what}: the {end} differs from the all-kernel run:\n{}\n{}",
+                    diff(&want.stdout, &got.stdout),
+                    got.describe()
+                );
+            }
+            if server == Mode::Rbypass && client == Mode::Rbypass {
+                let (counter, min) = match kind {
+                    "tcp" => ("tcp_rx_segments", 2 * u64::from(n)),
+                    _ => ("udp_rx_datagrams", 2 * u64::from(n)),
+                };
+                let got = stack.counter(counter);
+                assert!(
+                    got >= min,
+                    "{what}: the stack counted {got} {counter}, expected at least {min}"
+                );
+            }
+        }
+    }
 }
