@@ -144,21 +144,104 @@ fn rbypass_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rbypass"))
 }
 
-/// Makes sure librbypass.so is next to the rbypass binary (building it if not).
+/// Makes sure librbypass.so is next to the rbypass binary: `cargo test`
+/// does not build the preload crate's cdylib, so build it here if missing.
 fn ensure_library() {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     let r = DONE.get_or_init(|| {
-        let lib = rbypass_bin().parent().unwrap().join("librbypass.so");
+        let bin = rbypass_bin();
+        let lib = bin.parent().unwrap().join("librbypass.so");
         if lib.is_file() {
             return Ok(());
         }
-        Err(format!(
-            "{} is missing: run `cargo build --release` first (it builds the preload crate)",
-            lib.display()
-        ))
+        build_library()?;
+        if lib.is_file() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is still missing after building rbypass-preload: run `cargo build --release` first",
+                lib.display()
+            ))
+        }
     });
     if let Err(e) = r {
         panic!("{e}");
+    }
+}
+
+/// `cargo build --release -p rbypass-preload` into this build's target
+/// directory. Gives up (rather than wait) if cargo blocks on the build lock.
+fn build_library() -> Result<(), String> {
+    let bin = rbypass_bin();
+    let target_dir = bin.parent().and_then(Path::parent).unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut child = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "rbypass-preload",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot run cargo to build librbypass.so ({e}): run `cargo build --release` first"
+            )
+        })?;
+    let pgid = child.id() as libc::pid_t;
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in err.lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut log = String::new();
+    let stop = |why: String| {
+        // SAFETY: the process group of the cargo this function started.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        why
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(l) if l.contains("Blocking waiting for file lock") => {
+                let _ = child.wait();
+                return Err(stop(
+                    "librbypass.so is missing and cargo's build directory is locked by this test run: run `cargo build --release` first".into(),
+                ));
+            }
+            Ok(l) => {
+                log += &l;
+                log.push('\n');
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if Instant::now() > deadline {
+            let why = stop(
+                "building librbypass.so took too long: run `cargo build --release` first".into(),
+            );
+            let _ = child.wait();
+            return Err(why);
+        }
+    }
+    let st = child.wait().map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`cargo build --release -p rbypass-preload` failed:\n{log}"
+        ))
     }
 }
 
