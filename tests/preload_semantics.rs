@@ -7,6 +7,7 @@
 //! Checks listed in PENDING are skipped with a note (set
 //! RBYPASS_RUN_PENDING=1 to run them, and fail if they still differ).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,11 @@ const PENDING: &[(&str, &str, &str)] = &[
         "sem_tcp",
         "close_after_fork",
         "library bug: after fork(), close() of an inherited socket in one process closes it in the other too (its calls then fail with EBADF)",
+    ),
+    (
+        "sem_tcp",
+        "big_transfer",
+        "library bug (intermittent): the 8 MiB transfer from a forked child to its parent arrives corrupted (same length, other checksum) or short (EOF early), or hangs, in roughly 1 run in 10 when the stack retransmits (tcp_retransmits > 0 in the failing runs, sometimes with drop_no_buffers and tcp_ooo_segments)",
     ),
     (
         "sem_udp",
@@ -431,11 +437,10 @@ impl StackName {
             .expect("run rbypass stackdump");
         assert!(out.status.success(), "stackdump failed");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            text.contains(&format!("stack {}:", self.0)),
-            "stackdump does not show stack {}:\n{text}",
-            self.0
-        );
+        if !text.contains(&format!("stack {}:", self.0)) {
+            // The program made no socket (or failed before): no stack.
+            return Vec::new();
+        }
         text.lines()
             .filter_map(|l| {
                 let mut it = l.split_whitespace();
@@ -487,35 +492,68 @@ fn diff(plain: &str, accel: &str) -> String {
     s
 }
 
-fn assert_same(what: &str, plain: &Output, accel: &Output) {
-    assert!(
-        !plain.timed_out && plain.status == Some(0),
-        "{what}: the plain-kernel run failed:\n{}",
-        plain.describe()
-    );
-    assert!(
-        plain.stdout.ends_with("done\n"),
-        "{what}: the plain-kernel run did not finish:\n{}",
-        plain.describe()
-    );
-    assert!(
-        plain.stdout == accel.stdout && accel.status == Some(0),
-        "{what}: output under rbypass differs from the kernel's:\n{}\nrbypass run: {}",
-        diff(&plain.stdout, &accel.stdout),
-        accel.describe()
-    );
+/// Counters summed over the stacks of a program's runs.
+#[derive(Default)]
+struct Counters(BTreeMap<String, u64>);
+
+impl Counters {
+    fn add(&mut self, stack: &StackName) {
+        for (k, v) in stack.counters() {
+            *self.0.entry(k).or_default() += v;
+        }
+    }
+    fn get(&self, name: &str) -> u64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
 }
 
-/// Runs program `name`: every check not PENDING, plainly with ports from
-/// `base_plain` and under rbypass with ports from `base_accel`. Returns the
-/// stack so the caller can look at its counters.
-fn semantics(name: &str, base_plain: u16, base_accel: u16) -> StackName {
+/// Runs one check plainly and under rbypass (on a stack of its own, so that
+/// the checks do not disturb each other); describes any difference.
+fn compare_check(
+    prog: &Path,
+    name: &str,
+    check: &str,
+    index: usize,
+    base_plain: u16,
+    base_accel: u16,
+    counters: &mut Counters,
+) -> Result<(), String> {
+    let plain = run_with_timeout(
+        Command::new(prog).args([&base_plain.to_string(), check]),
+        RUN_TIMEOUT,
+    );
+    if plain.timed_out || plain.status != Some(0) || !plain.stdout.ends_with("done\n") {
+        return Err(format!(
+            "{name}/{check}: the plain-kernel run failed:\n{}",
+            plain.describe()
+        ));
+    }
+    let stack = StackName::new(&format!("{}-{index}", name.replace("sem_", "")));
+    let accel = run_with_timeout(
+        rbypass_cmd(&stack, prog).args([&base_accel.to_string(), check]),
+        RUN_TIMEOUT,
+    );
+    counters.add(&stack);
+    if plain.stdout == accel.stdout && accel.status == Some(0) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}/{check}: output under rbypass differs from the kernel's:\n{}rbypass run: {}",
+            diff(&plain.stdout, &accel.stdout),
+            accel.describe()
+        ))
+    }
+}
+
+/// Runs every check of program `name` that is not PENDING, plainly with
+/// ports from `base_plain` and under rbypass with ports from `base_accel`,
+/// and fails with every difference found. Returns the stacks' counters.
+fn semantics(name: &str, base_plain: u16, base_accel: u16) -> Counters {
     ensure_library();
     let prog = compile(name);
     let list = run_with_timeout(Command::new(&prog).arg("--list"), RUN_TIMEOUT);
     assert_eq!(list.status, Some(0), "{name} --list failed");
     let all: Vec<&str> = list.stdout.lines().collect();
-    let mut active = Vec::new();
     let mut pending = Vec::new();
     for (p, check, reason) in PENDING.iter().filter(|(p, _, _)| *p == name) {
         assert!(
@@ -525,58 +563,43 @@ fn semantics(name: &str, base_plain: u16, base_accel: u16) -> StackName {
         eprintln!("PENDING {p}/{check}: {reason}");
         pending.push(*check);
     }
-    for c in &all {
-        if !pending.contains(c) {
-            active.push(*c);
-        }
-    }
-    let stack = StackName::new(&name.replace("sem_", ""));
-    let plain = run_with_timeout(
-        Command::new(&prog)
-            .arg(base_plain.to_string())
-            .args(&active),
-        RUN_TIMEOUT,
-    );
-    let accel = run_with_timeout(
-        rbypass_cmd(&stack, &prog)
-            .arg(base_accel.to_string())
-            .args(&active),
-        RUN_TIMEOUT,
-    );
-    assert_same(name, &plain, &accel);
+    let mut counters = Counters::default();
+    let failures: Vec<String> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !pending.contains(c))
+        .filter_map(|(i, c)| {
+            compare_check(&prog, name, c, i, base_plain, base_accel, &mut counters).err()
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     if run_pending() {
-        let mut still = Vec::new();
-        for (i, check) in pending.iter().enumerate() {
-            let s = StackName::new(&format!("{}-p{i}", name.replace("sem_", "")));
-            let plain = run_with_timeout(
-                Command::new(&prog).args([&base_plain.to_string(), *check]),
-                RUN_TIMEOUT,
-            );
-            let accel = run_with_timeout(
-                rbypass_cmd(&s, &prog).args([&base_accel.to_string(), *check]),
-                RUN_TIMEOUT,
-            );
-            if plain.stdout != accel.stdout || accel.status != Some(0) {
-                eprintln!(
-                    "{name}/{check} still differs:\n{}",
-                    diff(&plain.stdout, &accel.stdout)
-                );
-                still.push(*check);
-            }
-        }
-        assert!(still.is_empty(), "PENDING checks still differ: {still:?}");
+        let mut scratch = Counters::default();
+        let still: Vec<String> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| pending.contains(c))
+            .filter_map(|(i, c)| {
+                compare_check(&prog, name, c, i, base_plain, base_accel, &mut scratch).err()
+            })
+            .collect();
+        assert!(
+            still.is_empty(),
+            "PENDING checks still differ:\n{}",
+            still.join("\n")
+        );
     }
-    stack
+    counters
 }
 
 #[test]
 fn tcp_semantics() {
-    let stack = semantics("sem_tcp", 20000, 21000);
-    let segs = stack.counter("tcp_rx_segments");
-    let opens = stack.counter("tcp_passive_opens");
-    // big_transfer alone is 8 MiB: thousands of segments through the stack.
+    let c = semantics("sem_tcp", 20000, 21000);
+    let segs = c.get("tcp_rx_segments");
+    let opens = c.get("tcp_passive_opens");
+    // About 20 connections with a few segments each.
     assert!(
-        segs > 1000,
+        segs >= 100,
         "the stack carried only {segs} TCP segments: traffic went through the kernel"
     );
     assert!(
@@ -587,8 +610,8 @@ fn tcp_semantics() {
 
 #[test]
 fn udp_semantics() {
-    let stack = semantics("sem_udp", 22000, 23000);
-    let rx = stack.counter("udp_rx_datagrams");
+    let c = semantics("sem_udp", 22000, 23000);
+    let rx = c.get("udp_rx_datagrams");
     // many_datagrams alone makes 1000 datagrams.
     assert!(
         rx >= 1000,
@@ -598,9 +621,9 @@ fn udp_semantics() {
 
 #[test]
 fn poll_semantics() {
-    let stack = semantics("sem_poll", 24000, 25000);
-    let segs = stack.counter("tcp_rx_segments");
-    let dgrams = stack.counter("udp_rx_datagrams");
+    let c = semantics("sem_poll", 24000, 25000);
+    let segs = c.get("tcp_rx_segments");
+    let dgrams = c.get("udp_rx_datagrams");
     assert!(
         segs > 100 && dgrams >= 1,
         "the stack carried only {segs} TCP segments and {dgrams} UDP datagrams: traffic went through the kernel"
@@ -701,13 +724,13 @@ fn mixed_kernel_and_rbypass_ends() {
 
 #[test]
 fn ext_semantics() {
-    let stack = semantics("sem_ext", 26000, 27000);
+    let c = semantics("sem_ext", 26000, 27000);
     if PENDING.iter().any(|(p, _, _)| *p == "sem_ext") {
         eprintln!("sem_ext: stack traffic not checked while some of its checks are PENDING");
         return;
     }
-    let segs = stack.counter("tcp_rx_segments");
-    let dgrams = stack.counter("udp_rx_datagrams");
+    let segs = c.get("tcp_rx_segments");
+    let dgrams = c.get("udp_rx_datagrams");
     // sendfile alone moves 299000 bytes.
     assert!(
         segs > 100 && dgrams >= 2,
