@@ -623,6 +623,28 @@ static void close_after_fork(void) {
     close(l);
 }
 
+/* Many short connections, each closed by the client first so that its
+ * ephemeral port sits in TIME_WAIT: later connects still get a free port. */
+static void connect_after_many_time_waits(void) {
+    int l = tcp_listener(port(0)), failed = 0, first_errno = 0;
+    for (int i = 0; i < 600; i++) {
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = lo(port(0));
+        if (connect(c, (struct sockaddr *)&a, sizeof a) < 0) {
+            if (!failed++) first_errno = errno;
+            close(c);
+            continue;
+        }
+        int s = accept(l, NULL, NULL);
+        close(c);
+        char b[1];
+        read(s, b, 1);
+        close(s);
+    }
+    OUT("failed_connects=%d first_error=%s", failed, en(first_errno));
+    close(l);
+}
+
 static const struct check checks[] = {
     {"connect_refused", connect_refused},
     {"bind_twice", bind_twice},
@@ -653,6 +675,7 @@ static const struct check checks[] = {
     {"many_connections", many_connections},
     {"big_transfer", big_transfer},
     {"close_after_fork", close_after_fork},
+    {"connect_after_many_time_waits", connect_after_many_time_waits},
 };
 
 int main(int argc, char **argv) { return run_checks(checks, sizeof checks / sizeof checks[0], argc, argv); }
