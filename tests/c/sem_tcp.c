@@ -601,6 +601,51 @@ static void big_transfer(void) {
     close(l);
 }
 
+/* 8 MiB from one end to the other within one process: both ends
+ * non-blocking, driven by poll(). */
+static void big_transfer_one_process(void) {
+    int c, s, l = tcp_pair(0, &c, &s);
+    MUST(fcntl(c, F_SETFL, fcntl(c, F_GETFL) | O_NONBLOCK));
+    MUST(fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK));
+    unsigned char *out = malloc(BIG), *in = malloc(1 << 16);
+    uint32_t x = 777;
+    for (long i = 0; i < BIG; i++) {
+        x = x * 1103515245u + 12345u;
+        out[i] = x >> 16;
+    }
+    uint64_t h = FNV_INIT;
+    long sent = 0, got = 0;
+    int stalls = 0, eof = 0;
+    while (!eof && stalls < 100) {
+        struct pollfd f[2] = {{c, sent < BIG ? POLLOUT : 0, 0}, {s, POLLIN, 0}};
+        if (poll(f, 2, 100) == 0) {
+            stalls++;
+            continue;
+        }
+        if (f[0].revents & POLLOUT) {
+            long n = BIG - sent < 100000 ? BIG - sent : 1 + (sent * 7) % 100000;
+            ssize_t k = send(c, out + sent, n, 0);
+            if (k > 0) sent += k;
+            if (sent == BIG) shutdown(c, SHUT_WR);
+        }
+        if (f[1].revents & (POLLIN | POLLHUP)) {
+            ssize_t k;
+            while ((k = recv(s, in, 1 << 16, 0)) > 0) {
+                h = fnv1a(h, in, k);
+                got += k;
+            }
+            if (k == 0) eof = 1;
+        }
+    }
+    OUT("sent %ld received %ld eof=%d fnv=%016llx", sent, got, eof, (unsigned long long)h);
+    OUT("matches=%d", got == BIG && h == fnv1a(FNV_INIT, out, BIG));
+    free(out);
+    free(in);
+    close(c);
+    close(s);
+    close(l);
+}
+
 /* After fork, each process closes the end it does not use; the
  * other process's copy keeps working. */
 static void close_after_fork(void) {
@@ -674,6 +719,7 @@ static const struct check checks[] = {
     {"wrong_state_ops", wrong_state_ops},
     {"many_connections", many_connections},
     {"big_transfer", big_transfer},
+    {"big_transfer_one_process", big_transfer_one_process},
     {"close_after_fork", close_after_fork},
     {"connect_after_many_time_waits", connect_after_many_time_waits},
 };
