@@ -690,6 +690,74 @@ static void connect_after_many_time_waits(void) {
     close(l);
 }
 
+/* Zero-length sends on a connected socket return 0 at once. */
+static void zero_length_send(void) {
+    int c, s, l = tcp_pair(0, &c, &s);
+    char b[4];
+    OUT("send_0 %s", res(send(c, b, 0, 0)));
+    OUT("send_0_dontwait %s", res(send(c, b, 0, MSG_DONTWAIT)));
+    OUT("write_0 %s", res(write(c, b, 0)));
+    OUT("peer_empty %s", res(recv(s, b, sizeof b, MSG_DONTWAIT)));
+    close(c);
+    close(s);
+    close(l);
+}
+
+/* Zero-length receives: 0 with data waiting, EAGAIN without. */
+static void zero_length_recv(void) {
+    int c, s, l = tcp_pair(0, &c, &s);
+    char b[4];
+    OUT("recv_0_dontwait %s", res(recv(s, b, 0, MSG_DONTWAIT)));
+    send(c, "x", 1, 0);
+    wait_readable(s, 5000);
+    OUT("recv_0_with_data %s", res(recv(s, b, 0, 0)));
+    OUT("read_0_with_data %s", res(read(s, b, 0)));
+    OUT("read_1 %s", res(read(s, b, 1)));
+    OUT("then_empty %s", res(recv(s, b, sizeof b, MSG_DONTWAIT)));
+    close(c);
+    close(s);
+    close(l);
+}
+
+static char b_scratch[16];
+static void listen_any(void) {
+    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = lo(port(0));
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    MUST(bind(l, (struct sockaddr *)&a, sizeof a));
+    MUST(listen(l, 8));
+    OUT("listener_sockname %s", sockname(l));
+    const char *dsts[] = {"127.0.0.1", "127.0.0.2"};
+    for (int i = 0; i < 2; i++) {
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in d = lo(port(0));
+        inet_pton(AF_INET, dsts[i], &d.sin_addr);
+        int r = connect(c, (struct sockaddr *)&d, sizeof d);
+        OUT("connect %s %s", dsts[i], res(r));
+        if (r == 0) {
+            int s = accept(l, NULL, NULL);
+            OUT("accepted_sockname %s peername %s", sockname(s), peername(s));
+            OUT("send %s", res(send(c, "any", 3, 0)));
+            OUT("recv %s", res(read_full(s, b_scratch, 3)));
+            close(s);
+        }
+        close(c);
+    }
+    close(l);
+}
+
+/* A listener on 127.0.0.1 is not reachable through 127.0.0.2. */
+static void other_loopback_addr(void) {
+    int l = tcp_listener(port(0));
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in d = lo(port(0));
+    inet_pton(AF_INET, "127.0.0.2", &d.sin_addr);
+    OUT("connect_127.0.0.2 %s", res(connect(c, (struct sockaddr *)&d, sizeof d)));
+    close(c);
+    close(l);
+}
+
 static const struct check checks[] = {
     {"connect_refused", connect_refused},
     {"bind_twice", bind_twice},
@@ -722,6 +790,10 @@ static const struct check checks[] = {
     {"big_transfer_one_process", big_transfer_one_process},
     {"close_after_fork", close_after_fork},
     {"connect_after_many_time_waits", connect_after_many_time_waits},
+    {"zero_length_send", zero_length_send},
+    {"zero_length_recv", zero_length_recv},
+    {"listen_any", listen_any},
+    {"other_loopback_addr", other_loopback_addr},
 };
 
 int main(int argc, char **argv) { return run_checks(checks, sizeof checks / sizeof checks[0], argc, argv); }
