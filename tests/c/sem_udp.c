@@ -330,6 +330,47 @@ static void fork_inherit(void) {
     close(b);
 }
 
+/* A socket bound to INADDR_ANY receives datagrams sent to 127.0.0.1; its
+ * replies come from 127.0.0.1. */
+static void any_addr(void) {
+    int a = socket(AF_INET, SOCK_DGRAM, 0), b = udp_bound(port(1));
+    struct sockaddr_in pa = lo(port(0));
+    pa.sin_addr.s_addr = htonl(INADDR_ANY);
+    MUST(bind(a, (struct sockaddr *)&pa, sizeof pa));
+    OUT("sockname %s", sockname(a));
+    struct sockaddr_in to = lo(port(0));
+    OUT("sendto %s", res(sendto(b, "any", 3, 0, (struct sockaddr *)&to, sizeof to)));
+    char buf[8];
+    const char *from;
+    long n = recvfrom_str(a, buf, sizeof buf, 0, &from);
+    OUT("recvfrom %s from %s", res(n), from);
+    struct sockaddr_in pb = lo(port(1));
+    OUT("reply %s", res(sendto(a, "r", 1, 0, (struct sockaddr *)&pb, sizeof pb)));
+    n = recvfrom_str(b, buf, sizeof buf, 0, &from);
+    OUT("reply_recvfrom %s from %s", res(n), from);
+    close(a);
+    close(b);
+}
+
+/* sendto() with an address on a connected UDP socket goes to that address. */
+static void sendto_on_connected(void) {
+    int a = udp_bound(port(0)), b = udp_bound(port(1)), c = udp_bound(port(2));
+    struct sockaddr_in pa = lo(port(0)), pc = lo(port(2));
+    MUST(connect(b, (struct sockaddr *)&pa, sizeof pa));
+    OUT("sendto_other %s", res(sendto(b, "to-c", 4, 0, (struct sockaddr *)&pc, sizeof pc)));
+    char buf[8];
+    const char *from;
+    long n = recvfrom_str(c, buf, sizeof buf, 0, &from);
+    OUT("c_recvfrom %s from %s", res(n), from);
+    OUT("a_empty %s", res(recv(a, buf, sizeof buf, MSG_DONTWAIT)));
+    OUT("sendto_null %s", res(sendto(b, "to-a", 4, 0, NULL, 0)));
+    n = recvfrom_str(a, buf, sizeof buf, 0, &from);
+    OUT("a_recvfrom %s from %s", res(n), from);
+    close(a);
+    close(b);
+    close(c);
+}
+
 static const struct check checks[] = {
     {"sendto_recvfrom", sendto_recvfrom},
     {"connected", connected},
@@ -348,6 +389,8 @@ static const struct check checks[] = {
     {"large_datagram", large_datagram},
     {"jumbo_datagram", jumbo_datagram},
     {"fork_inherit", fork_inherit},
+    {"any_addr", any_addr},
+    {"sendto_on_connected", sendto_on_connected},
 };
 
 int main(int argc, char **argv) { return run_checks(checks, sizeof checks / sizeof checks[0], argc, argv); }
