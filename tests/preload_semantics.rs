@@ -81,6 +81,11 @@ const PENDING: &[(&str, &str, &str)] = &[
         "library bug: send()/write() of 0 bytes on a connected TCP stack socket blocks forever, and with MSG_DONTWAIT fails with EAGAIN (kernel: returns 0 at once)",
     ),
     (
+        "sem_tcp",
+        "eof_after_child_exit",
+        "library bug (intermittent, seen once in about 50 runs of this file): after a forked child that used an inherited socket exits, the parent's close() of its copy sometimes sends no FIN; the peer's read() blocks forever (kernel: EOF)",
+    ),
+    (
         "sem_udp",
         "reuseaddr_double_bind",
         "library bug: a second UDP socket with SO_REUSEADDR cannot bind a port the first (also SO_REUSEADDR) holds: EADDRINUSE (kernel: 0)",

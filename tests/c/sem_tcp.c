@@ -497,8 +497,25 @@ static void fork_inherit(void) {
     OUT("parent_read %s '%.*s'", res(n), (int)(n > 0 ? n : 0), b);
     OUT("parent_send %s", res(send(s, "from parent", 11, 0)));
     OUT("child %s", child_status(pid));
-    close(c); /* last reference: the peer sees EOF */
-    OUT("read_eof %s", res(read(s, b, sizeof b)));
+    close(c);
+    close(s);
+    close(l);
+}
+
+/* A child inherits a socket and exits without closing it; the parent's
+ * close() is then the last reference: the peer sees EOF. */
+static void eof_after_child_exit(void) {
+    int c, s, l = tcp_pair(0, &c, &s);
+    pid_t pid = fork();
+    if (pid == 0) _exit(send(c, "child", 5, 0) == 5 ? 0 : 1);
+    char b[8] = {0};
+    long n = read_full(s, b, 5);
+    OUT("parent_read %s '%.*s'", res(n), (int)(n > 0 ? n : 0), b);
+    OUT("child %s", child_status(pid));
+    close(c);
+    struct pollfd p = {s, POLLIN, 0};
+    OUT("poll %d", poll(&p, 1, 5000));
+    OUT("read_eof %s", res(recv(s, b, sizeof b, MSG_DONTWAIT)));
     close(s);
     close(l);
 }
@@ -783,6 +800,7 @@ static const struct check checks[] = {
     {"fionread", fionread},
     {"dup_socket", dup_socket},
     {"fork_inherit", fork_inherit},
+    {"eof_after_child_exit", eof_after_child_exit},
     {"unconnected_ops", unconnected_ops},
     {"wrong_state_ops", wrong_state_ops},
     {"many_connections", many_connections},
