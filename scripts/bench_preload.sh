@@ -110,7 +110,8 @@ row() { # NAME UNIT KERNEL RBYPASS LOWER_IS_BETTER
 
 PORT=22000
 next_port() { PORT=$((PORT + 1)); }
-stack_name() { local s="bench-$1-$$"; STACKS+=("$s"); echo "$s"; }
+# stack_name TAG: sets SNAME (in this shell, so cleanup sees it).
+stack_name() { SNAME="bench-$1-$$"; STACKS+=("$SNAME"); }
 
 # sockperf ping-pong: prints "p50 p99.9" half round trip in microseconds.
 sockperf_pp() { # MODE PROFILE PROTO PORT
@@ -128,10 +129,10 @@ sockperf_pp() { # MODE PROFILE PROTO PORT
 
 sockperf_rows() { # PROTO LABEL PROFILE
     next_port
-    local k r s
+    local k r
     k=$(sockperf_pp kernel - "$1" "$PORT")
-    s=$(stack_name "pp$1$3")
-    r=$(sockperf_pp "$s" "$3" "$1" "$PORT")
+    stack_name "pp$1$3"
+    r=$(sockperf_pp "$SNAME" "$3" "$1" "$PORT")
     row "sockperf $2 64 B ping-pong ($3), p50" "us half-RTT" "${k%% *}" "${r%% *}" 1
     row "sockperf $2 64 B ping-pong ($3), p99.9" "us half-RTT" "${k##* }" "${r##* }" 1
 }
@@ -175,7 +176,8 @@ if have sockperf; then
         sockperf_rows T TCP safe
         next_port
         k=$(sockperf_tp kernel "$PORT")
-        r=$(sockperf_tp "$(stack_name tp)" "$PORT")
+        stack_name tp
+        r=$(sockperf_tp "$SNAME" "$PORT")
         row "sockperf UDP 64 B throughput" "msg/s" "$k" "$r" 0
     fi
 else
@@ -184,7 +186,8 @@ fi
 if ((!QUICK)) && have iperf3; then
     next_port
     k=$(iperf kernel "$PORT")
-    r=$(iperf "$(stack_name iperf)" "$PORT")
+    stack_name iperf
+    r=$(iperf "$SNAME" "$PORT")
     row "iperf3 TCP, 1 stream" "Gbit/s" "$k" "$r" 0
 fi
 if have redis-server && have redis-benchmark; then
@@ -192,7 +195,8 @@ if have redis-server && have redis-benchmark; then
         set -- $spec
         next_port
         k=$(redis kernel "$PORT" "$1" "$2")
-        r=$(redis "$(stack_name "redis$1")" "$PORT" "$1" "$2")
+        stack_name "redis$1"
+        r=$(redis "$SNAME" "$PORT" "$1" "$2")
         row "redis GET -P $1 -c $2" "req/s" "${k%% *}" "${r%% *}" 0
         row "redis SET -P $1 -c $2" "req/s" "${k##* }" "${r##* }" 0
     done

@@ -407,7 +407,7 @@ fn nginx_serves_files_to_curl_and_wrk() {
     let dir = std::env::temp_dir().join(&s.0);
     std::fs::create_dir_all(dir.join("www")).unwrap();
     let body: Vec<u8> = (0..1_000_000u32)
-        .map(|i| (i * 2654435761u32 >> 24) as u8)
+        .map(|i| (i.wrapping_mul(2654435761u32) >> 24) as u8)
         .collect();
     std::fs::write(dir.join("www/big.bin"), &body).unwrap();
     std::fs::write(dir.join("www/index.html"), b"hello\n").unwrap();

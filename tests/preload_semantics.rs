@@ -5,7 +5,7 @@
 //! traffic went through the stack and not the kernel.
 //!
 //! Checks listed in PENDING are skipped with a note (set
-//! RBYPASS_RUN_PENDING=1 to run them, and fail if they still differ).
+//! SEM_RUN_PENDING=1 to run them, and fail if they still differ).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -23,142 +23,22 @@ const PENDING: &[(&str, &str, &str)] = &[
     (
         "sem_tcp",
         "time_wait_bind",
-        "library bug: bind() without SO_REUSEADDR to a port whose connection is in TIME_WAIT in the stack succeeds (kernel: EADDRINUSE)",
-    ),
-    (
-        "sem_tcp",
-        "connect_after_nonblock_connect",
-        "library bug: the first connect() after a non-blocking connect completed returns EISCONN (kernel: 0, then EISCONN)",
-    ),
-    (
-        "sem_tcp",
-        "pollrdhup",
-        "library bug: poll() does not report POLLRDHUP after the peer closed",
-    ),
-    (
-        "sem_tcp",
-        "epipe_sigpipe",
-        "library bug: after the peer closed and a write drew its RST, sends fail with ENOTCONN (and the first may still succeed 100 ms later), with SIGPIPE only sometimes (kernel: EPIPE on every send, SIGPIPE on each without MSG_NOSIGNAL)",
-    ),
-    (
-        "sem_tcp",
-        "send_after_reset",
-        "library bug: send() after ECONNRESET was reported fails with ENOTCONN (kernel: EPIPE)",
-    ),
-    (
-        "sem_tcp",
-        "shutdown_after_close",
-        "library bug: shutdown() on a connection closed by both sides returns 0 (kernel: ENOTCONN)",
-    ),
-    (
-        "sem_tcp",
-        "rcvtimeo",
-        "library bug: SO_RCVTIMEO is ignored by a blocking recv() on a stack socket, which blocks forever (kernel: EAGAIN after the timeout)",
-    ),
-    (
-        "sem_tcp",
-        "wrong_state_ops",
-        "library bug: send() on an unconnected TCP socket gives ENOTCONN (kernel: EPIPE), recv() gives 0 (kernel: ENOTCONN), connect() of a connected socket to another port hands it to the kernel (ECONNREFUSED; kernel: EISCONN), listen() on a connected socket succeeds (kernel: EINVAL)",
-    ),
-    (
-        "sem_tcp",
-        "close_after_fork",
-        "library bug: after fork(), close() of an inherited socket in one process closes it in the other too (its calls then fail with EBADF)",
-    ),
-    (
-        "sem_tcp",
-        "big_transfer",
-        "library bug (intermittent): the 8 MiB transfer from a forked child to its parent arrives corrupted (same length, other checksum) or short (EOF early), or hangs, in roughly 1 run in 10 when the stack retransmits (tcp_retransmits > 0 in the failing runs, sometimes with drop_no_buffers and tcp_ooo_segments)",
-    ),
-    (
-        "sem_tcp",
-        "connect_after_many_time_waits",
-        "library bug: connect() of an unbound socket fails with EADDRINUSE about once in 100 when the stack holds many TIME_WAIT connections: the implicit bind takes a kernel ephemeral port (free in the kernel, whose fd was closed) that a TIME_WAIT connection in the stack still uses (kernel: never fails)",
-    ),
-    (
-        "sem_tcp",
-        "zero_length_send",
-        "library bug: send()/write() of 0 bytes on a connected TCP stack socket blocks forever, and with MSG_DONTWAIT fails with EAGAIN (kernel: returns 0 at once)",
-    ),
-    (
-        "sem_tcp",
-        "eof_after_child_exit",
-        "library bug (intermittent, seen once in about 50 runs of this file): after a forked child that used an inherited socket exits, the parent's close() of its copy sometimes sends no FIN; the peer's read() blocks forever (kernel: EOF)",
+        "library gap: a connection accepted from a listener does not hold its port in the stack's bind table, so bind() without SO_REUSEADDR to a port whose accepted connection lingers in TIME_WAIT succeeds (kernel: EADDRINUSE)",
     ),
     (
         "sem_udp",
         "reuseaddr_double_bind",
-        "library bug: a second UDP socket with SO_REUSEADDR cannot bind a port the first (also SO_REUSEADDR) holds: EADDRINUSE (kernel: 0)",
-    ),
-    (
-        "sem_udp",
-        "rcvtimeo",
-        "library bug: SO_RCVTIMEO is ignored by a blocking recv() on a stack UDP socket, which blocks forever (kernel: EAGAIN after the timeout)",
+        "library gap (shared-stacks issue: multicast needs the same demux): a second UDP socket with SO_REUSEADDR cannot bind a port the first holds: EADDRINUSE (kernel: 0)",
     ),
     (
         "sem_udp",
         "jumbo_datagram",
         "library limitation: UDP datagrams above 1472 bytes fail with EMSGSIZE (no IP fragmentation; the kernel's loopback carries up to 65507)",
     ),
-    (
-        "sem_poll",
-        "listener_pollout",
-        "library bug: poll() reports POLLOUT on a listening socket (kernel: never)",
-    ),
-    (
-        "sem_poll",
-        "fresh_socket",
-        "library bug: poll() on a new, unconnected TCP socket reports POLLIN|POLLOUT|POLLHUP (kernel: POLLOUT|POLLHUP)",
-    ),
-    (
-        "sem_poll",
-        "after_reset",
-        "library bug: poll() on a connection reset by the peer lacks POLLERR (kernel: POLLIN|POLLOUT|POLLHUP|POLLERR)",
-    ),
-    (
-        "sem_ext",
-        "writev_readv",
-        "not interposed yet: writev/readv go to the idle kernel socket behind the fd (writev EPIPE, readv ENOTCONN)",
-    ),
-    (
-        "sem_ext",
-        "sendmsg_recvmsg_tcp",
-        "not interposed yet: sendmsg/recvmsg on a TCP stack socket go to the idle kernel socket (EPIPE / ENOTCONN)",
-    ),
-    (
-        "sem_ext",
-        "select",
-        "not interposed yet: select/pselect look at the kernel socket behind the fd (readable when the stack socket is not)",
-    ),
-    (
-        "sem_ext",
-        "ppoll",
-        "not interposed yet: ppoll looks at the kernel socket behind the fd",
-    ),
-    (
-        "sem_ext",
-        "epoll_level",
-        "not interposed yet: epoll_* watch the kernel socket behind the fd",
-    ),
-    (
-        "sem_ext",
-        "epoll_edge",
-        "not interposed yet: epoll_* watch the kernel socket behind the fd",
-    ),
-    (
-        "sem_ext",
-        "epoll_oneshot_many",
-        "not interposed yet: epoll_* watch the kernel socket behind the fd",
-    ),
-    (
-        "sem_ext",
-        "sendfile",
-        "not interposed yet: sendfile to a stack TCP socket writes to the idle kernel socket and fails",
-    ),
 ];
 
 fn run_pending() -> bool {
-    std::env::var_os("RBYPASS_RUN_PENDING").is_some_and(|v| v != "0")
+    std::env::var_os("SEM_RUN_PENDING").is_some_and(|v| v != "0")
 }
 
 fn rbypass_bin() -> PathBuf {

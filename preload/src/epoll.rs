@@ -125,23 +125,7 @@ fn ctl_kernel(epfd: c_int, op: c_int, fd: c_int, events: u32, data: u64) -> c_in
 fn ready_mask(c: &Core<'_>, e: Entry) -> u32 {
     let mut m = 0u32;
     if e.tcp {
-        if c.tcp_readable(e.id) {
-            m |= libc::EPOLLIN as u32 | libc::EPOLLRDNORM as u32;
-        }
-        if c.tcp_writable(e.id) {
-            m |= libc::EPOLLOUT as u32 | libc::EPOLLWRNORM as u32;
-        }
-        match c.tcp_state(e.id) {
-            Ok(
-                TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::TimeWait,
-            ) => {
-                m |= libc::EPOLLRDHUP as u32;
-            }
-            Ok(TcpState::Closed) => {
-                m |= libc::EPOLLHUP as u32 | libc::EPOLLRDHUP as u32;
-            }
-            _ => {}
-        }
+        m = c.tcp_poll(e.id);
     } else {
         if c.udp_readable(e.id) {
             m |= libc::EPOLLIN as u32 | libc::EPOLLRDNORM as u32;

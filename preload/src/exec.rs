@@ -101,9 +101,19 @@ fn prepare() -> bool {
     let n = w.len;
     // SAFETY: our buffer.
     unsafe { libc::write(f, line.as_ptr().cast(), n) };
+    // A vfork child shares the parent's memory and fd table: the parent's
+    // references stay, and what the exec'd program inherits is counted anew.
+    // SAFETY: getpid has no preconditions.
+    let vfork_child = crate::exit::OWNER.load(std::sync::atomic::Ordering::Relaxed)
+        != unsafe { libc::getpid() } as u32;
     let mut c = st.stack.lock();
     st.for_each(|fd, e| {
-        if cloexec(fd) {
+        if vfork_child {
+            if cloexec(fd) {
+                return;
+            }
+            let _ = c.fd_ref(e.id);
+        } else if cloexec(fd) {
             // The fd closes with the exec: drop its reference now (closing
             // the socket if it was the last), as the kernel will.
             if let Some((e, true)) = st.take(&mut c, fd) {

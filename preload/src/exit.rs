@@ -6,6 +6,8 @@
 //! attached to the same arena) drives its retransmissions and close. A
 //! private stack's arena file is removed when its creator exits.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use rbypass_stack::clock::now_ns;
 
 extern "C" fn at_exit() {
@@ -35,8 +37,41 @@ extern "C" fn at_exit() {
     });
 }
 
+/// The process whose fd table this is (set at start and in a fork child).
+pub static OWNER: AtomicU32 = AtomicU32::new(0);
+
+/// Records the calling process as the owner of the fd table.
+pub fn set_owner() {
+    // SAFETY: getpid has no preconditions.
+    OWNER.store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
+}
+
 /// Registers the exit handler (once per process; a fork child inherits it).
 pub fn register() {
+    set_owner();
     // SAFETY: a plain C-ABI function with no arguments.
     unsafe { libc::atexit(at_exit) };
+}
+
+/// `_exit(2)`: the process ends without atexit handlers, but its fds still
+/// close, so its references to stack sockets go as at exit (a fork child
+/// that ends with `_exit` would otherwise keep its parent's connections open).
+#[no_mangle]
+pub extern "C" fn _exit(status: libc::c_int) -> ! {
+    // A vfork child shares our memory (the fd table too) until it execs or
+    // exits: its fds are the parent's to count, not its own.
+    // SAFETY: getpid has no preconditions.
+    if OWNER.load(Ordering::Relaxed) == unsafe { libc::getpid() } as u32 {
+        at_exit();
+    }
+    loop {
+        // SAFETY: ends the process, as glibc's _exit does.
+        unsafe { libc::syscall(libc::SYS_exit_group, status) };
+    }
+}
+
+/// `_Exit(3)`: the same as `_exit`.
+#[no_mangle]
+pub extern "C" fn _Exit(status: libc::c_int) -> ! {
+    _exit(status)
 }

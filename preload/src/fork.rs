@@ -26,6 +26,7 @@ extern "C" fn release() {
 
 extern "C" fn child() {
     release();
+    crate::exit::set_owner();
     crate::progress::start();
 }
 
@@ -33,4 +34,13 @@ extern "C" fn child() {
 pub fn register() {
     // SAFETY: plain function pointers with the C ABI.
     unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(child)) };
+}
+
+/// `vfork(2)` becomes fork, as Onload does by default (EF_VFORK_MODE=1): a
+/// vfork child would share the fd table and the stack references of its
+/// parent, and run no fork handlers. POSIX allows vfork to be fork.
+#[no_mangle]
+pub extern "C" fn vfork() -> libc::pid_t {
+    // SAFETY: fork has no preconditions; the handlers above run.
+    unsafe { libc::fork() }
 }

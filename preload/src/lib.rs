@@ -203,6 +203,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
                     nonblock: ty & libc::SOCK_NONBLOCK != 0,
                     timeo: false,
                     v6: domain == libc::AF_INET6,
+                    connecting: false,
                 },
             ) {
                 let now = now_ns();
@@ -277,6 +278,12 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     guard(|| {
         if let Some(st) = state::existing() {
             if let Some(e) = st.entry(fd).filter(|e| e.tcp) {
+                if !matches!(
+                    st.stack.lock().tcp_state(e.id),
+                    Ok(TcpState::Closed | TcpState::Listen)
+                ) {
+                    return fail(libc::EINVAL);
+                }
                 if !is_bound(st, e) {
                     let r = bind_both(
                         st,
@@ -364,6 +371,7 @@ pub unsafe extern "C" fn accept4(
                             nonblock: flags & libc::SOCK_NONBLOCK != 0,
                             timeo: false,
                             v6: e.v6,
+                            connecting: false,
                         },
                     )
                 {
@@ -398,10 +406,32 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     guard(|| {
         let st_e = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e)));
-        let Some((st, e)) = st_e else {
+        let Some((st, mut e)) = st_e else {
             // SAFETY: passing through.
             return unsafe { real::connect(fd, addr, len) };
         };
+        if e.tcp {
+            // What Linux's inet_stream_connect says for a socket not closed.
+            let mut c = st.stack.lock();
+            let state = c.tcp_state(e.id);
+            let was_connecting = e.connecting;
+            if was_connecting && !matches!(state, Ok(TcpState::SynSent | TcpState::SynReceived)) {
+                e.connecting = false;
+                st.update(fd, e);
+            }
+            match state {
+                Ok(TcpState::SynSent | TcpState::SynReceived) => return fail(libc::EALREADY),
+                Ok(TcpState::Closed) if was_connecting => {
+                    if let Ok(Some(err)) = c.tcp_take_error(e.id) {
+                        return fail(errno_of(err));
+                    }
+                }
+                Ok(TcpState::Closed) => {}
+                Ok(_) if was_connecting => return 0,
+                Ok(_) => return fail(libc::EISCONN),
+                Err(err) => return fail(errno_of(err)),
+            }
+        }
         let to = match inet_addr::parse(addr, len) {
             Some(a) if a.ip().is_loopback() => a,
             _ => {
@@ -449,6 +479,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             }
         }
         if e.nonblock {
+            e.connecting = true;
+            st.update(fd, e);
             return fail(libc::EINPROGRESS);
         }
         let timeout = timeo_ns(fd, e, libc::SO_SNDTIMEO);
@@ -499,7 +531,7 @@ fn tcp_send(st: &State, fd: c_int, e: Entry, data: &[u8], flags: c_int) -> ssize
             }
             Err(SockError::WouldBlock) if sent > 0 => return sent as ssize_t,
             Err(err) => {
-                if err == SockError::BrokenPipe || err == SockError::ConnReset {
+                if err == SockError::BrokenPipe {
                     raise_sigpipe(flags);
                 }
                 return if sent > 0 {

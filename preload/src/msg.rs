@@ -104,6 +104,26 @@ fn recv_iov(
             // SAFETY: the caller's length word.
             unsafe { *namelen = 0 };
         }
+        if flags & libc::MSG_PEEK != 0 && v.iter().filter(|b| b.iov_len > 0).count() > 1 {
+            // A peek always starts at the head of the stream: peek once into
+            // a bounce buffer (on the stack: no allocation here) and scatter.
+            let mut tmp = [0u8; 16384];
+            let cap = v.iter().map(|b| b.iov_len).sum::<usize>().min(tmp.len());
+            let r = crate::tcp_recv(st, fd, e, &mut tmp[..cap], flags);
+            if r > 0 {
+                let mut off = 0;
+                for b in v {
+                    let out = iov_bytes_mut(b);
+                    let n = out.len().min(r as usize - off);
+                    out[..n].copy_from_slice(&tmp[off..off + n]);
+                    off += n;
+                }
+            }
+            if let Some(f) = msg_flags {
+                *f = 0;
+            }
+            return r;
+        }
         let mut total: ssize_t = 0;
         for b in v {
             let out = iov_bytes_mut(b);

@@ -18,19 +18,9 @@ const SLICE_NS: u64 = 1_000_000;
 fn ready(c: &Core<'_>, e: Entry, events: i16) -> i16 {
     let mut r = 0;
     if e.tcp {
-        if events & libc::POLLIN != 0 && c.tcp_readable(e.id) {
-            r |= libc::POLLIN;
-        }
-        if events & libc::POLLOUT != 0 && c.tcp_writable(e.id) {
-            r |= libc::POLLOUT;
-        }
-        match c.tcp_state(e.id) {
-            Ok(TcpState::Closed) => r |= libc::POLLHUP,
-            Ok(
-                TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::TimeWait,
-            ) => r |= events & libc::POLLRDHUP,
-            _ => {}
-        }
+        // poll always reports POLLERR and POLLHUP; the rest when asked.
+        let m = c.tcp_poll(e.id) as i16;
+        r = m & (events | libc::POLLERR | libc::POLLHUP);
     } else {
         if events & libc::POLLIN != 0 && c.udp_readable(e.id) {
             r |= libc::POLLIN;

@@ -20,6 +20,9 @@ pub struct Entry {
     pub timeo: bool,
     /// An AF_INET6 socket: addresses go back to the app as `sockaddr_in6`.
     pub v6: bool,
+    /// A non-blocking connect is under way: the next connect() after it
+    /// completes returns 0 (or its error) once, as Linux does, not EISCONN.
+    pub connecting: bool,
 }
 
 const VALID: u64 = 1 << 63;
@@ -27,6 +30,7 @@ const NONBLOCK: u64 = 1 << 62;
 const TCP: u64 = 1 << 61;
 const TIMEO: u64 = 1 << 60;
 const V6: u64 = 1 << 59;
+const CONNECTING: u64 = 1 << 58;
 
 impl Entry {
     pub fn pack(self) -> u64 {
@@ -36,6 +40,7 @@ impl Entry {
             | if self.tcp { TCP } else { 0 }
             | if self.timeo { TIMEO } else { 0 }
             | if self.v6 { V6 } else { 0 }
+            | if self.connecting { CONNECTING } else { 0 }
             | (u64::from(self.id.incarnation()) << 20)
             | u64::from(self.id.index() & 0xf_ffff)
     }
@@ -47,6 +52,7 @@ impl Entry {
             nonblock: v & NONBLOCK != 0,
             timeo: v & TIMEO != 0,
             v6: v & V6 != 0,
+            connecting: v & CONNECTING != 0,
         })
     }
 }
@@ -266,6 +272,7 @@ mod tests {
                 nonblock: nb,
                 timeo: !nb,
                 v6: nb,
+                connecting: !nb,
             };
             assert_eq!(Entry::unpack(e.pack()), Some(e));
         }

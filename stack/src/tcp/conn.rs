@@ -366,6 +366,54 @@ impl Core<'_> {
         Ok(())
     }
 
+    /// What poll/epoll report for this socket, as Linux's tcp_poll does, in
+    /// epoll bits (EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLLRDHUP and the
+    /// NORM variants; poll's bits have the same values). A listener shows
+    /// only EPOLLIN (a connection to accept); a fresh socket EPOLLOUT and
+    /// EPOLLHUP; a reset one everything, with EPOLLERR while its error is
+    /// unread.
+    pub fn tcp_poll(&self, s: SocketId) -> u32 {
+        const IN: u32 = 0x001 | 0x040; // EPOLLIN | EPOLLRDNORM
+        const OUT: u32 = 0x004 | 0x100; // EPOLLOUT | EPOLLWRNORM
+        const ERR: u32 = 0x008;
+        const HUP: u32 = 0x010;
+        const RDHUP: u32 = 0x2000;
+        let Ok(i) = self.tcb_ok(s) else {
+            return HUP;
+        };
+        let t = &self.tcbs[i as usize];
+        let st = t.state();
+        if st == TcpState::Listen {
+            return if t.acceptq_len > 0 { IN } else { 0 };
+        }
+        let rcv_shut = t.has(tflag::FIN_RCVD) || t.has(tflag::RD_SHUT);
+        let snd_shut = t.has(tflag::FIN_PENDING)
+            || t.has(tflag::FIN_SENT)
+            || matches!(
+                st,
+                TcpState::Closing | TcpState::LastAck | TcpState::TimeWait
+            );
+        let mut m = 0;
+        if st == TcpState::Closed || (rcv_shut && snd_shut) {
+            m |= HUP;
+        }
+        if rcv_shut {
+            m |= IN | RDHUP;
+        }
+        if !matches!(st, TcpState::SynSent | TcpState::SynReceived) {
+            if t.rcvq.count > 0 {
+                m |= IN;
+            }
+            if snd_shut || st == TcpState::Closed || t.snd_bytes < t.sndbuf {
+                m |= OUT;
+            }
+        }
+        if self.sockets[i as usize].so_error != 0 {
+            m |= ERR;
+        }
+        m
+    }
+
     /// Whether `send` would accept data (or report an error) now.
     pub fn tcp_writable(&self, s: SocketId) -> bool {
         let Ok(i) = self.tcb_ok(s) else { return false };
@@ -406,11 +454,14 @@ impl Core<'_> {
         match t.state() {
             TcpState::Established | TcpState::CloseWait => {}
             TcpState::SynSent | TcpState::SynReceived => return Err(SockError::WouldBlock),
-            TcpState::Closed | TcpState::Listen => return Err(SockError::NotConnected),
+            // Linux: EPIPE for a socket never connected, reset or shut down.
             _ => return Err(SockError::BrokenPipe),
         }
         if t.has(tflag::FIN_PENDING) {
             return Err(SockError::BrokenPipe);
+        }
+        if data.is_empty() {
+            return Ok(0);
         }
         let room = t.sndbuf.saturating_sub(t.snd_bytes) as usize;
         if room == 0 {
@@ -485,7 +536,8 @@ impl Core<'_> {
             let t = &self.tcbs[i as usize];
             return match t.state() {
                 _ if t.has(tflag::FIN_RCVD) || t.has(tflag::RD_SHUT) => Ok(0),
-                TcpState::Closed => Ok(0),
+                // Never connected (Linux: ENOTCONN unless the connection ended).
+                TcpState::Closed => Err(SockError::NotConnected),
                 TcpState::SynSent
                 | TcpState::SynReceived
                 | TcpState::Established
@@ -556,7 +608,11 @@ impl Core<'_> {
     pub fn tcp_shutdown(&mut self, s: SocketId, how: Shutdown, now: u64) -> Result<(), SockError> {
         let i = self.tcb_ok(s)?;
         let st = self.tcbs[i as usize].state();
-        if matches!(st, TcpState::Closed | TcpState::Listen | TcpState::SynSent) {
+        if matches!(
+            st,
+            TcpState::Closed | TcpState::Listen | TcpState::SynSent | TcpState::TimeWait
+        ) {
+            // TIME_WAIT: both directions are done; to the app it is closed.
             return Err(SockError::NotConnected);
         }
         if matches!(how, Shutdown::Read | Shutdown::Both) {
