@@ -135,9 +135,14 @@ fn netstat_filtered(want: impl Fn(&str) -> bool) -> String {
         "RX-DROP"
     );
     for (path, a) in arenas(None) {
-        let Ok(a) = a else {
-            let _ = writeln!(s, "{}: unreadable", path.display());
-            continue;
+        let a = match a {
+            Ok(a) => a,
+            Err(e) => {
+                if want(&name_from_path(&path)) {
+                    let _ = writeln!(s, "{}: unreadable: {e}", path.display());
+                }
+                continue;
+            }
         };
         let name = display_name(&a);
         if !want(&name) {
@@ -206,6 +211,15 @@ fn netstat_filtered(want: impl Fn(&str) -> bool) -> String {
     s
 }
 
+/// The stack name an arena file stands for (`/dev/shm/rbypass-NAME`).
+fn name_from_path(path: &std::path::Path) -> String {
+    let f = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    f.strip_prefix("rbypass-").unwrap_or(&f).to_owned()
+}
+
 /// Prints the sockets of one arena (used by the demo).
 pub fn run_netstat_for(a: &Arena) {
     let name = display_name(a);
@@ -219,9 +233,12 @@ fn netstat(only: Option<&str>) -> String {
 fn counters(only: Option<&str>) -> String {
     let mut s = String::new();
     for (path, a) in arenas(only) {
-        let Ok(a) = a else {
-            let _ = writeln!(s, "{}: unreadable", path.display());
-            continue;
+        let a = match a {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = writeln!(s, "{}: unreadable: {e}", path.display());
+                continue;
+            }
         };
         let _ = writeln!(s, "stack {}:", display_name(&a));
         for (k, v) in a.header().counters.iter() {

@@ -247,6 +247,22 @@ fn accepted_socket_survives_exec() {
 }
 
 #[test]
+fn accepted_socket_survives_variadic_exec() {
+    pair(
+        "exec_inherit",
+        &["server-l", "24107"],
+        &["client", "24107"],
+        4,
+    );
+    pair(
+        "exec_inherit",
+        &["server-le", "24108"],
+        &["client", "24108"],
+        4,
+    );
+}
+
+#[test]
 fn epoll_select_poll_and_fork() {
     single("epoll_fork", &["24105", "1000"]);
 }

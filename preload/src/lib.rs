@@ -18,6 +18,8 @@
 
 mod epoll;
 mod exec;
+#[cfg(target_arch = "x86_64")]
+mod exec_variadic;
 mod exit;
 mod fork;
 mod inet_addr;
