@@ -66,12 +66,9 @@ fn stack_local(ip: &Ipv4Addr) -> bool {
 }
 
 /// Gives an fd to the kernel for good: what it reaches, the stack cannot.
-fn release(st: &State, fd: c_int) {
+fn release(st: &State, fd: c_int, why: &str) {
     if st.entry(fd).is_some() {
-        rlog!(
-            Debug,
-            "fd {fd}: its address or peer is not in the stack; the kernel socket carries it"
-        );
+        rlog!(Debug, "fd {fd}: {why}; the kernel socket carries it");
         drop_entry(st, fd);
     }
 }
@@ -241,6 +238,14 @@ fn bind_both(st: &State, fd: c_int, e: Entry, a: SocketAddrV4, for_connect: bool
     };
     match r {
         Ok(_) => 0,
+        Err(SockError::AddrInUse) if !for_connect => {
+            // The kernel gave the port, the stack cannot share it (SO_REUSEPORT
+            // groups, or a connection of the stack's in TIME_WAIT): the kernel
+            // socket serves this fd, as bound.
+            drop(c);
+            release(st, fd, "its port is taken in the stack");
+            0
+        }
         Err(err) => fail(errno_of(err)),
     }
 }
@@ -255,7 +260,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
                     Some(a) if stack_local(a.ip()) && !(e.v6 && inet_addr::v6_only(fd)) => {
                         return bind_both(st, fd, e, a, false)
                     }
-                    _ => release(st, fd),
+                    _ => release(st, fd, "its address is not the stack's"),
                 }
             }
         }
@@ -296,6 +301,10 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
                     );
                     if r < 0 {
                         return r;
+                    }
+                    if st.entry(fd).is_none() {
+                        // SAFETY: the kernel socket carries it now.
+                        return unsafe { real::listen(fd, backlog) };
                     }
                 }
                 // SAFETY: the kernel socket listens too, for unaccelerated clients.
@@ -437,7 +446,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         let to = match inet_addr::parse(addr, len) {
             Some(a) if a.ip().is_loopback() => a,
             _ => {
-                release(st, fd);
+                release(st, fd, "its peer is not on loopback");
                 // SAFETY: passing through.
                 return unsafe { real::connect(fd, addr, len) };
             }
@@ -451,8 +460,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             }
         };
         if !in_stack {
-            // The peer is not in this stack: the kernel carries it.
-            release(st, fd);
+            release(st, fd, "its peer is not in this stack");
             // SAFETY: passing through.
             return unsafe { real::connect(fd, addr, len) };
         }

@@ -775,6 +775,26 @@ static void other_loopback_addr(void) {
     close(l);
 }
 
+/* Two listeners share a port with SO_REUSEPORT; a client reaches one. */
+static void reuseport_listeners(void) {
+    int one = 1, ls[2];
+    for (int i = 0; i < 2; i++) {
+        ls[i] = socket(AF_INET, SOCK_STREAM, 0);
+        setsockopt(ls[i], SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        struct sockaddr_in a = lo(port(0));
+        OUT("bind_%d %s", i, res(bind(ls[i], (struct sockaddr *)&a, sizeof a)));
+        OUT("listen_%d %s", i, res(listen(ls[i], 4)));
+    }
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = lo(port(0));
+    OUT("connect %s", res(connect(c, (struct sockaddr *)&a, sizeof a)));
+    struct pollfd p[2] = {{ls[0], POLLIN, 0}, {ls[1], POLLIN, 0}};
+    OUT("one_listener_ready %d", poll(p, 2, 5000));
+    close(c);
+    close(ls[0]);
+    close(ls[1]);
+}
+
 static const struct check checks[] = {
     {"connect_refused", connect_refused},
     {"bind_twice", bind_twice},
@@ -812,6 +832,7 @@ static const struct check checks[] = {
     {"zero_length_recv", zero_length_recv},
     {"listen_any", listen_any},
     {"other_loopback_addr", other_loopback_addr},
+    {"reuseport_listeners", reuseport_listeners},
 };
 
 int main(int argc, char **argv) { return run_checks(checks, sizeof checks / sizeof checks[0], argc, argv); }
