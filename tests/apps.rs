@@ -237,24 +237,14 @@ fn sockperf_ping_pong_and_throughput_with_select_poll_epoll() {
             } else {
                 wait_udp(port);
             }
+            let client = |sub: &str| {
+                let argv = [
+                    "sockperf", sub, "-f", &feed, "-F", iomux, "-t", "1", "-m", "64",
+                ];
+                text(&run(Some(&s), &argv, b"", LIMIT))
+            };
             let before = s.counter("rx_frames");
-            let pp = text(&run(
-                Some(&s),
-                &[
-                    "sockperf",
-                    "ping-pong",
-                    "-f",
-                    &feed,
-                    "-F",
-                    iomux,
-                    "-t",
-                    "1",
-                    "-m",
-                    "64",
-                ],
-                b"",
-                LIMIT,
-            ));
+            let pp = client("ping-pong");
             assert!(
                 pp.contains("Summary: Latency is"),
                 "{proto} {iomux} ping-pong:\n{pp}"
@@ -271,23 +261,7 @@ fn sockperf_ping_pong_and_throughput_with_select_poll_epoll() {
                 "{proto} {iomux}: {observations} round trips:\n{pp}"
             );
             let after = s.carried(before, 2 * observations, "ping-pong");
-            let tp = text(&run(
-                Some(&s),
-                &[
-                    "sockperf",
-                    "throughput",
-                    "-f",
-                    &feed,
-                    "-F",
-                    iomux,
-                    "-t",
-                    "1",
-                    "-m",
-                    "64",
-                ],
-                b"",
-                LIMIT,
-            ));
+            let tp = client("throughput");
             assert!(
                 tp.contains("Summary: Message Rate is"),
                 "{proto} {iomux} throughput:\n{tp}"

@@ -27,13 +27,18 @@ fn compile(name: &str) -> PathBuf {
         return out;
     }
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    // Tests run in parallel and may want the same program: each compiles to
+    // a name of its own and renames it into place, so a program that exists
+    // is complete (running one still being written fails with ETXTBSY).
+    let tmp = dir.join(format!("{name}.{:?}", std::thread::current().id()));
     let st = Command::new("cc")
         .args(["-O2", "-Wall", "-o"])
-        .arg(&out)
+        .arg(&tmp)
         .arg(&src)
         .status()
         .expect("cc is needed for the preload tests (apt-get install gcc)");
     assert!(st.success(), "compiling {}", src.display());
+    std::fs::rename(&tmp, &out).unwrap();
     out
 }
 
