@@ -82,7 +82,21 @@ fn send_iov(
     if v.len() == 1 {
         return crate::udp_send(st, fd, e, iov_bytes(&v[0]), flags, to);
     }
-    let mut dgram = Vec::with_capacity(v.iter().map(|b| b.iov_len).sum());
+    let total: usize = v.iter().map(|b| b.iov_len).sum();
+    if total <= 2048 {
+        // Every datagram the stack can carry fits: gather on the stack,
+        // without allocating (sendmsg is async-signal-safe).
+        let mut bounce = [0u8; 2048];
+        let mut off = 0;
+        for b in v {
+            let d = iov_bytes(b);
+            bounce[off..off + d.len()].copy_from_slice(d);
+            off += d.len();
+        }
+        return crate::udp_send(st, fd, e, &bounce[..off], flags, to);
+    }
+    // Larger: only the kernel socket can send it (or the stack says EMSGSIZE).
+    let mut dgram = Vec::with_capacity(total);
     for b in v {
         dgram.extend_from_slice(iov_bytes(b));
     }
@@ -149,9 +163,12 @@ fn recv_iov(
         }
         return total;
     }
+    // A datagram through the stack fits one frame (no IP fragmentation), so
+    // a bounce buffer on the stack holds any: no allocation on this path.
     let cap: usize = v.iter().map(|b| b.iov_len).sum();
-    let mut buf = vec![0u8; cap.min(65536)];
-    let r = crate::udp_recv(st, fd, e, &mut buf, flags | libc::MSG_TRUNC, name, namelen);
+    let mut bounce = [0u8; 2048];
+    let buf = &mut bounce[..cap.min(2048)];
+    let r = crate::udp_recv(st, fd, e, buf, flags | libc::MSG_TRUNC, name, namelen);
     if r < 0 {
         return r;
     }

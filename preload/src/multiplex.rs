@@ -249,7 +249,13 @@ fn select_common(
         // SAFETY: the caller's fd_set, fd below FD_SETSIZE.
         !s.is_null() && unsafe { libc::FD_ISSET(fd, s) }
     };
-    let mut set = Vec::new();
+    // select is async-signal-safe: the set lives on the stack (8 KiB).
+    let mut storage = [pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; libc::FD_SETSIZE];
+    let mut len = 0;
     for fd in 0..nfds {
         let mut events = 0;
         if isset(rd, fd) {
@@ -262,14 +268,16 @@ fn select_common(
             events |= libc::POLLPRI;
         }
         if events != 0 {
-            set.push(pollfd {
+            storage[len] = pollfd {
                 fd,
                 events,
                 revents: 0,
-            });
+            };
+            len += 1;
         }
     }
-    let r = poll_set(st, &mut set, timeout_ns, sigmask)?;
+    let set = &mut storage[..len];
+    let r = poll_set(st, set, timeout_ns, sigmask)?;
     if r < 0 {
         return Some(r);
     }
@@ -280,7 +288,7 @@ fn select_common(
         }
     }
     let mut count = 0;
-    for p in &set {
+    for p in set.iter() {
         if p.revents & libc::POLLNVAL != 0 {
             return Some(fail(libc::EBADF));
         }
