@@ -249,10 +249,7 @@ fn accepted_socket_survives_exec() {
         &["client", "24104"],
         4,
     );
-}
-
-#[test]
-fn accepted_socket_survives_variadic_exec() {
+    // The variadic exec calls, in turn (the stack names are per program).
     pair(
         "exec_inherit",
         &["server-l", "24107"],
