@@ -242,6 +242,11 @@ fn data_written_before_exit_reaches_the_peer() {
 }
 
 #[test]
+fn threads_share_sockets_and_the_stack() {
+    single("threads", &["24110"]);
+}
+
+#[test]
 fn accepted_socket_survives_exec() {
     pair(
         "exec_inherit",

@@ -2,8 +2,9 @@
 //! fds. Stack readiness is read from the arena; kernel fds are polled
 //! without waiting; when nothing is ready the call spins (RBYPASS_SPIN_USEC)
 //! and then sleeps: on the arena's wake futex when only stack sockets are
-//! watched, or in the kernel in slices of at most a millisecond when kernel
-//! fds are watched too (so stack news waits at most that long).
+//! watched, or in the kernel when kernel fds are watched too, with the
+//! process's wake eventfd in the set (the progress thread writes it on stack
+//! news) and slices of at most a millisecond as a backstop.
 
 use libc::{c_int, pollfd};
 use rbypass_stack::clock::now_ns;
@@ -99,11 +100,23 @@ pub fn poll_set(
     if !set.iter().any(|p| st.entry(p.fd).is_some()) {
         return None;
     }
-    let kernel_fds: Vec<pollfd> = set
+    // The kernel fds of the set, then the wake eventfd, which the progress
+    // thread writes when the stack has news for a thread asleep in the
+    // kernel: a sleeping poll over mixed fds wakes for stack sockets at once.
+    let mut kernel_fds: Vec<pollfd> = set
         .iter()
         .filter(|p| p.fd >= 0 && st.entry(p.fd).is_none())
         .copied()
         .collect();
+    let n_kernel = kernel_fds.len();
+    let wfd = crate::progress::wake_fd();
+    if n_kernel > 0 && wfd >= 0 {
+        kernel_fds.push(pollfd {
+            fd: wfd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+    }
     let start = now_ns();
     let mut last_yield = start;
     let deadline = timeout_ns.map(|t| start.saturating_add(t));
@@ -126,17 +139,35 @@ pub fn poll_set(
         }
         let slice = deadline.map_or(SLICE_NS, |d| (d - now).min(SLICE_NS));
         slept = true;
-        if kernel_fds.is_empty() {
+        if n_kernel == 0 {
             st.stack.sleep_for_wake(seen, slice);
             continue;
         }
-        let mut k = kernel_fds.clone();
+        for k in kernel_fds.iter_mut() {
+            k.revents = 0;
+        }
         let ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: slice as libc::c_long,
         };
-        // SAFETY: our own pollfd copy, the caller's signal mask.
-        let r = unsafe { real::ppoll(k.as_mut_ptr(), k.len() as libc::nfds_t, &ts, sigmask) };
+        crate::progress::enter_kernel_wait(seen);
+        // SAFETY: our own pollfd array, the caller's signal mask.
+        let r = unsafe {
+            real::ppoll(
+                kernel_fds.as_mut_ptr(),
+                kernel_fds.len() as libc::nfds_t,
+                &ts,
+                sigmask,
+            )
+        };
+        crate::progress::leave_kernel_wait();
+        if kernel_fds.len() > n_kernel && kernel_fds[n_kernel].revents != 0 {
+            // Drain the eventfd: epoll sets hold it edge-triggered, so they
+            // still see every later write.
+            let mut v: u64 = 0;
+            // SAFETY: reading 8 bytes from our eventfd.
+            unsafe { libc::read(wfd, (&mut v as *mut u64).cast(), 8) };
+        }
         if r < 0 {
             // SAFETY: reading errno.
             let err = unsafe { *libc::__errno_location() };
