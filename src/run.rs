@@ -16,6 +16,11 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
     ),
     ("RBYPASS_NIC", "NIC spec: loop (default), tap:NAME"),
     (
+        "RBYPASS_IP",
+        "the stack's address on a device NIC, a.b.c.d/len (tap: required)",
+    ),
+    ("RBYPASS_GATEWAY", "default gateway of a device NIC stack"),
+    (
         "RBYPASS_SPIN_USEC",
         "microseconds a blocking call spins before sleeping (-1: forever)",
     ),
@@ -43,6 +48,9 @@ pub struct Args {
     /// NIC spec: loop, tap:NAME.
     #[arg(long)]
     nic: Option<String>,
+    /// The stack's address on a device NIC (tap), a.b.c.d/len.
+    #[arg(long)]
+    ip: Option<String>,
     /// latency (spin in blocking calls), throughput, or safe (short spins).
     #[arg(long, default_value = "latency")]
     profile: String,
@@ -109,6 +117,16 @@ pub fn run(a: Args) -> Result<(), String> {
     }
     if let Some(n) = &a.nic {
         env.push(("RBYPASS_NIC".into(), n.clone()));
+    }
+    if let Some(ip) = &a.ip {
+        env.push(("RBYPASS_IP".into(), ip.clone()));
+    }
+    let device = a.nic.as_deref().is_some_and(|n| n != "loop" && n != "lo");
+    if device && a.ip.is_none() && std::env::var_os("RBYPASS_IP").is_none() {
+        return Err(format!(
+            "--nic {} needs the stack's address: add --ip a.b.c.d/len (from the device's subnet, not the kernel's address on it)",
+            a.nic.as_deref().unwrap_or_default()
+        ));
     }
     for (k, _) in std::env::vars() {
         if k.starts_with("RBYPASS_") && !KNOWN_VARS.iter().any(|(n, _)| *n == k) {

@@ -236,7 +236,7 @@ fn harvest(st: &State, set: &EpollSet, out: &mut [epoll_event]) -> usize {
     }
     let mut n = 0;
     let mut c = st.stack.lock();
-    c.poll(now_ns());
+    st.pump(&mut c, now_ns());
     items.retain(|it| st.entry(it.fd).is_some_and(|e| e.id == it.id));
     for it in items.iter_mut() {
         if n == out.len() {

@@ -14,7 +14,7 @@ extern "C" fn at_exit() {
     let Some(st) = crate::state::existing() else {
         return;
     };
-    let _ = std::panic::catch_unwind(|| {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut c = st.stack.lock();
         let now = now_ns();
         st.for_each(|fd, _| {
@@ -28,13 +28,61 @@ extern "C" fn at_exit() {
                 }
             }
         });
-        c.poll(now);
+        st.pump(&mut c, now);
+        let lingering = st.on_device() && c.tcp_lingering() > 0;
         drop(c);
+        if lingering {
+            linger(st);
+        }
         let h = st.stack.header();
         if h.name[0] == 0 && h.creator_pid == std::process::id() {
             let _ = std::fs::remove_file(st.stack.arena().path());
         }
-    });
+    }));
+}
+
+/// How long a linger process drives connections at most.
+const LINGER_MAX_NS: u64 = 120_000_000_000;
+
+/// The kernel keeps an exiting process's connections going (retransmits,
+/// FIN) after it is gone; on a device only this process can move the
+/// stack's frames, so a child of it carries on: it keeps only the device's
+/// fd (so it holds no other file, port or pipe of the app), drives the
+/// stack until no closed connection is still delivering, and exits. On the
+/// loopback the peer (attached to the same arena) drives it instead.
+fn linger(st: &crate::state::State) {
+    let Some(fd) = st.nic_fd() else { return };
+    // A raw fork: no fork handlers (the fd table is already empty) and no
+    // allocation in the child.
+    // SAFETY: the child only makes syscalls and stack calls below.
+    let pid = unsafe { libc::syscall(libc::SYS_fork) };
+    if pid != 0 {
+        return;
+    }
+    // SAFETY: closing every fd but the device's, naming the process.
+    unsafe {
+        if fd > 0 {
+            libc::syscall(libc::SYS_close_range, 0u32, (fd - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
+        libc::prctl(libc::PR_SET_NAME, c"rbypass-linger".as_ptr());
+    }
+    let start = now_ns();
+    loop {
+        let now = now_ns();
+        let mut c = st.stack.lock();
+        st.pump(&mut c, now);
+        let left = c.tcp_lingering();
+        drop(c);
+        if left == 0 || now - start > LINGER_MAX_NS {
+            break;
+        }
+        crate::progress::wait_readable(fd, 10);
+    }
+    loop {
+        // SAFETY: ends the linger process.
+        unsafe { libc::syscall(libc::SYS_exit_group, 0) };
+    }
 }
 
 /// The process whose fd table this is (set at start and in a fork child).

@@ -60,11 +60,6 @@ fn guard<T: From<i8>>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Whether the loop stack carries traffic for this address.
-fn stack_local(ip: &Ipv4Addr) -> bool {
-    ip.is_loopback() || ip.is_unspecified()
-}
-
 /// Gives an fd to the kernel for good: what it reaches, the stack cannot.
 fn release(st: &State, fd: c_int, why: &str) {
     if st.entry(fd).is_some() {
@@ -87,6 +82,7 @@ fn drop_entry(st: &State, fd: c_int) {
             } else {
                 c.udp_close(e.id)
             };
+            st.flush(&mut c, now);
         }
     }
 }
@@ -139,10 +135,14 @@ fn block<T>(
         {
             let mut c = st.stack.lock();
             let now = now_ns();
-            c.poll(now);
+            st.pump(&mut c, now);
             match f(&mut c, now) {
                 Err(SockError::WouldBlock) if !nonblock => {}
-                r => return r,
+                r => {
+                    // What the call queued (data, ACKs, a FIN) leaves now.
+                    st.flush(&mut c, now);
+                    return r;
+                }
             }
         }
         if signals::pending() && signals::run_pending() {
@@ -257,7 +257,10 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         if let Some(st) = state::existing() {
             if let Some(e) = st.entry(fd) {
                 match inet_addr::parse(addr, len) {
-                    Some(a) if stack_local(a.ip()) && !(e.v6 && inet_addr::v6_only(fd)) => {
+                    Some(a)
+                        if st.local_ip(&st.stack.lock(), *a.ip())
+                            && !(e.v6 && inet_addr::v6_only(fd)) =>
+                    {
                         return bind_both(st, fd, e, a, false)
                     }
                     _ => release(st, fd, "its address is not the stack's"),
@@ -443,17 +446,18 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                 Err(err) => return fail(errno_of(err)),
             }
         }
-        let to = match inet_addr::parse(addr, len) {
-            Some(a) if a.ip().is_loopback() => a,
-            _ => {
-                release(st, fd, "its peer is not on loopback");
-                // SAFETY: passing through.
-                return unsafe { real::connect(fd, addr, len) };
-            }
+        let Some(to) = inet_addr::parse(addr, len) else {
+            release(st, fd, "its peer is not an IPv4 address");
+            // SAFETY: passing through.
+            return unsafe { real::connect(fd, addr, len) };
         };
         let in_stack = {
             let c = st.stack.lock();
-            if e.tcp {
+            if st.on_device() {
+                st.reaches(&c, *to.ip())
+            } else if !to.ip().is_loopback() {
+                false
+            } else if e.tcp {
                 c.tcp_listener_exists(to)
             } else {
                 c.udp_port_bound(to)
@@ -465,7 +469,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             return unsafe { real::connect(fd, addr, len) };
         }
         if !is_bound(st, e) {
-            let r = bind_both(st, fd, e, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), true);
+            let ip = if st.on_device() {
+                Ipv4Addr::UNSPECIFIED
+            } else {
+                Ipv4Addr::LOCALHOST
+            };
+            let r = bind_both(st, fd, e, SocketAddrV4::new(ip, 0), true);
             if r < 0 {
                 return r;
             }
@@ -479,7 +488,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         }
         {
             let mut c = st.stack.lock();
-            if let Err(err) = c.tcp_connect(e.id, to, now_ns()) {
+            let now = now_ns();
+            let r = c.tcp_connect(e.id, to, now);
+            st.flush(&mut c, now);
+            if let Err(err) = r {
                 rlog!(Debug, "fd {fd}: connect to {to} in the stack: {err}");
                 return fail(if err == SockError::InProgress {
                     libc::EALREADY
@@ -570,7 +582,12 @@ fn udp_send(
             Err(err) => return fail(errno_of(err)),
         },
     };
-    if !(dest.ip().is_loopback() && c.udp_port_bound(dest)) {
+    let in_stack = if st.on_device() {
+        st.reaches(&c, *dest.ip())
+    } else {
+        dest.ip().is_loopback() && c.udp_port_bound(dest)
+    };
+    if !in_stack {
         drop(c);
         // Not for this stack: the kernel socket (bound to the same port) sends it.
         let k = inet_addr::KernelAddr::new(dest, e.v6);
@@ -614,7 +631,7 @@ fn udp_send(
     }
     match c.udp_send_to(e.id, data, dest) {
         Ok(n) => {
-            c.poll(now_ns());
+            st.pump(&mut c, now_ns());
             n as ssize_t
         }
         Err(err) => fail(errno_of(err)),
@@ -857,7 +874,11 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
                     libc::SHUT_RDWR => Shutdown::Both,
                     _ => return fail(libc::EINVAL),
                 };
-                match st.stack.lock().tcp_shutdown(e.id, how, now_ns()) {
+                let mut c = st.stack.lock();
+                let now = now_ns();
+                let r = c.tcp_shutdown(e.id, how, now);
+                st.flush(&mut c, now);
+                match r {
                     Ok(()) => 0,
                     Err(err) => fail(errno_of(err)),
                 }

@@ -59,7 +59,7 @@ fn scan(st: &State, set: &mut [pollfd], kernel_side: bool) -> c_int {
     let mut maybe_kernel = [false; 64];
     {
         let mut c = st.stack.lock();
-        c.poll(now_ns());
+        st.pump(&mut c, now_ns());
         for p in set.iter_mut() {
             p.revents = 0;
             if let Some(e) = st.entry(p.fd) {

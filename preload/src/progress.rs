@@ -28,10 +28,22 @@ pub fn wake_fd() -> libc::c_int {
         return fd;
     }
     // SAFETY: creating an eventfd has no preconditions.
-    let new = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if new < 0 {
+    let low = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if low < 0 {
         return -1;
     }
+    // Keep it out of the low numbers the app's next open() would get (an
+    // app may expect a number it just closed to stay invalid).
+    // SAFETY: duplicating our own fd, then closing the low copy.
+    let new = unsafe {
+        let high = libc::fcntl(low, libc::F_DUPFD_CLOEXEC, 900);
+        if high >= 0 {
+            crate::real::close(low);
+            high
+        } else {
+            low
+        }
+    };
     match WAKE_FD.compare_exchange(-1, new, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => new,
         Err(other) => {
@@ -89,6 +101,17 @@ fn signal_wake() {
     }
 }
 
+/// Waits up to `ms` for `fd` to turn readable.
+pub fn wait_readable(fd: libc::c_int, ms: libc::c_int) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { crate::real::poll(&mut p, 1, ms) };
+}
+
 /// Starts the progress thread (once per process, and again in a fork child).
 pub fn start() {
     let _ = std::thread::Builder::new()
@@ -112,17 +135,21 @@ fn progress_loop() -> ! {
             continue;
         };
         if let Some(mut c) = st.stack.try_lock_or_post(WORK_POLL) {
-            c.poll(now_ns());
+            st.pump(&mut c, now_ns());
         }
-        if KERNEL_SLEEPERS.load(Ordering::Acquire) == 0 {
-            futex(&KERNEL_SLEEPERS, libc::FUTEX_WAIT, 0, 1_000_000);
-            continue;
-        }
+        let sleepers = KERNEL_SLEEPERS.load(Ordering::Acquire);
         let cur = st.stack.wake_seq();
-        if cur != KICK_FROM.load(Ordering::Acquire) {
+        if sleepers > 0 && cur != KICK_FROM.load(Ordering::Acquire) {
             KICK_FROM.store(cur, Ordering::Release);
             signal_wake();
         }
-        st.stack.sleep_for_wake(cur, 1_000_000);
+        if let Some(fd) = st.nic_fd() {
+            // A device stack: wake when frames arrive (or after 1 ms).
+            wait_readable(fd, 1);
+        } else if sleepers == 0 {
+            futex(&KERNEL_SLEEPERS, libc::FUTEX_WAIT, 0, 1_000_000);
+        } else {
+            st.stack.sleep_for_wake(cur, 1_000_000);
+        }
     }
 }

@@ -2,8 +2,12 @@
 //! table mapping kernel fds to stack sockets, and settings. Initialised
 //! lazily on the first socket call, with no allocation after that.
 
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+use rbypass_nic::driver::Driver;
+use rbypass_nic::spec::NicSpec;
+use rbypass_nic::Nic;
 use rbypass_stack::tcp::cc::CcAlgo;
 use rbypass_stack::{Core, IfaceConfig, SocketId, Stack, StackConfig};
 
@@ -63,10 +67,26 @@ pub struct State {
     table: &'static [AtomicU64],
     /// Microseconds a blocking call spins before sleeping; negative: forever.
     pub spin_us: i64,
+    /// The device this process drives for the stack (None: the in-arena
+    /// loopback, which the stack drives itself).
+    nic: Option<NicSlot>,
 }
+
+/// This process's handle on the stack's device. It is used only with the
+/// stack lock held (a `&mut Core` proves it), which excludes every other
+/// thread of every process, so one mutable access at a time.
+struct NicSlot {
+    nic: std::cell::UnsafeCell<Box<dyn Nic>>,
+    wait_fd: Option<libc::c_int>,
+}
+
+// SAFETY: the device is only touched under the stack lock (see NicSlot).
+unsafe impl Sync for NicSlot {}
 
 static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
 static INIT: std::sync::Once = std::sync::Once::new();
+/// The thread building the state (0: none), so its own socket calls pass through.
+static INIT_THREAD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 pub(crate) fn mmap_zeroed<T>(n: usize) -> Option<&'static [T]> {
     let bytes = n * std::mem::size_of::<T>();
@@ -92,12 +112,45 @@ fn env_u32(k: &str) -> Option<u32> {
     std::env::var(k).ok().and_then(|v| v.parse().ok())
 }
 
-fn build() -> Option<State> {
-    let nic = std::env::var("RBYPASS_NIC").unwrap_or_else(|_| "loop".into());
-    if nic != "loop" {
-        crate::rlog!(Warn, "RBYPASS_NIC={nic} is not supported by the preload library yet; sockets stay with the kernel");
-        return None;
+/// The interface address of a device stack: RBYPASS_IP=a.b.c.d/len and
+/// optionally RBYPASS_GATEWAY=a.b.c.d.
+fn device_address() -> Option<(Ipv4Addr, u8, Option<Ipv4Addr>)> {
+    let v = std::env::var("RBYPASS_IP").ok()?;
+    let (ip, len) = v.split_once('/').unwrap_or((&v, "24"));
+    let ip: Ipv4Addr = ip.trim().parse().ok()?;
+    let len: u8 = len.trim().parse().ok().filter(|l| *l <= 32)?;
+    let gw = std::env::var("RBYPASS_GATEWAY")
+        .ok()
+        .and_then(|g| g.trim().parse().ok());
+    Some((ip, len, gw))
+}
+
+/// Opens the device of RBYPASS_NIC (None for `loop`) and the interface it
+/// gives the stack; Err: the app's sockets stay with the kernel.
+fn open_nic() -> Result<(Option<Box<dyn Nic>>, IfaceConfig), String> {
+    let text = std::env::var("RBYPASS_NIC").unwrap_or_else(|_| "loop".into());
+    let spec: NicSpec = text.parse().map_err(|e| format!("{e}"))?;
+    if spec == NicSpec::Loop {
+        return Ok((None, IfaceConfig::loopback()));
     }
+    let Some((ip, len, gw)) = device_address() else {
+        return Err(format!(
+            "RBYPASS_NIC={text} needs the stack's address: set RBYPASS_IP=a.b.c.d/len (and RBYPASS_GATEWAY)"
+        ));
+    };
+    let nic = spec.open().map_err(|e| format!("{e}"))?;
+    let caps = nic.caps();
+    Ok((Some(nic), IfaceConfig::new(caps.mac, ip, len, gw, caps.mtu)))
+}
+
+fn build() -> Option<State> {
+    let (nic, iface) = match open_nic() {
+        Ok(x) => x,
+        Err(e) => {
+            crate::rlog!(Warn, "{e}; sockets stay with the kernel");
+            return None;
+        }
+    };
     let defaults = StackConfig::default();
     let tcp_cc = match std::env::var("RBYPASS_TCP_CC") {
         Ok(v) => match CcAlgo::parse(&v) {
@@ -120,7 +173,6 @@ fn build() -> Option<State> {
             .map_or(defaults.tcp_slow_start_after_idle, |v| u8::from(v != 0)),
         ..defaults
     };
-    let iface = IfaceConfig::loopback();
     let handoff = crate::exec::take_handoff();
     let stack = match (&handoff, std::env::var("RBYPASS_NAME")) {
         (Some(h), _) => Stack::open_at(&h.arena),
@@ -156,10 +208,15 @@ fn build() -> Option<State> {
         }
         crate::rlog!(Debug, "adopted {} sockets across exec", h.fds.len());
     }
+    let nic = nic.map(|n| NicSlot {
+        wait_fd: n.wait_fd(),
+        nic: std::cell::UnsafeCell::new(n),
+    });
     Some(State {
         stack,
         table,
         spin_us,
+        nic,
     })
 }
 
@@ -170,9 +227,22 @@ pub fn get() -> Option<&'static State> {
         // SAFETY: set once to a leaked Box below, never freed.
         return Some(unsafe { &*p });
     }
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() };
+    if INIT_THREAD.load(Ordering::Acquire) == me {
+        // A socket call made while the state is being built (opening the
+        // device makes some): it is the library's own, for the kernel.
+        return None;
+    }
     INIT.call_once(|| {
-        if let Some(s) = build() {
+        INIT_THREAD.store(me, Ordering::Release);
+        let built = build();
+        INIT_THREAD.store(0, Ordering::Release);
+        if let Some(s) = built {
             STATE.store(Box::into_raw(Box::new(s)), Ordering::Release);
+            // Created now, not in the middle of an app's poll (where it
+            // would take an fd number the app just closed).
+            crate::progress::wake_fd();
             crate::progress::start();
             crate::fork::register();
             crate::exit::register();
@@ -191,6 +261,69 @@ pub fn existing() -> Option<&'static State> {
 }
 
 impl State {
+    /// Moves the stack on: its timers and looped-back frames, and this
+    /// process's device both ways (received frames in, queued frames out).
+    pub fn pump(&self, c: &mut Core<'_>, now: u64) {
+        match &self.nic {
+            None => {
+                c.poll(now);
+            }
+            Some(slot) => {
+                // SAFETY: `c` proves the stack lock is held (see NicSlot).
+                let nic = unsafe { &mut *slot.nic.get() };
+                let _ = Driver::poll_locked(nic, c, now);
+            }
+        }
+    }
+
+    /// Hands frames the last call queued to the device at once (nothing to
+    /// do on the loopback, whose frames the stack carries itself).
+    pub fn flush(&self, c: &mut Core<'_>, now: u64) {
+        if let Some(slot) = &self.nic {
+            // SAFETY: as in `pump`.
+            let nic = unsafe { &mut *slot.nic.get() };
+            let _ = Driver::flush_tx(nic, c, now);
+        }
+    }
+
+    /// The device's fd that turns readable when frames arrive (None: loop).
+    pub fn nic_fd(&self) -> Option<libc::c_int> {
+        self.nic.as_ref().and_then(|n| n.wait_fd)
+    }
+
+    /// Whether this stack drives a real device (not the loopback).
+    pub fn on_device(&self) -> bool {
+        self.nic.is_some()
+    }
+
+    /// Whether a socket bound to `ip` belongs in the stack: the loopback
+    /// stack takes 127/8, a device stack its own address; both take any.
+    pub fn local_ip(&self, c: &Core<'_>, ip: Ipv4Addr) -> bool {
+        if ip.is_unspecified() {
+            return true;
+        }
+        if self.on_device() {
+            ip == c.iface().ip()
+        } else {
+            ip.is_loopback()
+        }
+    }
+
+    /// Whether the stack can reach `ip` (the peer is on its device's network
+    /// or behind its gateway; on the loopback stack, 127/8).
+    pub fn reaches(&self, c: &Core<'_>, ip: Ipv4Addr) -> bool {
+        if self.on_device() {
+            let i = c.iface();
+            !ip.is_loopback()
+                && !ip.is_unspecified()
+                && !ip.is_multicast()
+                && !i.is_local(ip)
+                && (i.on_link(ip) || i.gateway().is_some())
+        } else {
+            ip.is_loopback()
+        }
+    }
+
     /// Whether a blocking wait that began at `start` should go on spinning
     /// at `now` (RBYPASS_SPIN_USEC; negative: always). A spinning thread
     /// yields its CPU every 20 us, so on a machine with fewer cores than

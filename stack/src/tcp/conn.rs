@@ -366,6 +366,20 @@ impl Core<'_> {
         Ok(())
     }
 
+    /// Connections whose sockets were closed but which are still finishing
+    /// (data or FIN to deliver, not yet in TIME_WAIT): what must be driven
+    /// after the last process that holds them exits.
+    pub fn tcp_lingering(&self) -> usize {
+        (0..self.tcbs.len())
+            .filter(|&i| {
+                let t = &self.tcbs[i];
+                self.sockets[i].kind == kind::TCP
+                    && t.has(tflag::ORPHAN)
+                    && !matches!(t.state(), TcpState::Closed | TcpState::TimeWait)
+            })
+            .count()
+    }
+
     /// What poll/epoll report for this socket, as Linux's tcp_poll does, in
     /// epoll bits (EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLLRDHUP and the
     /// NORM variants; poll's bits have the same values). A listener shows
