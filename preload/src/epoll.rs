@@ -38,11 +38,17 @@ struct Item {
     /// Edge-triggered bookkeeping: the mask and event sequence last seen.
     last_mask: u32,
     last_seq: u64,
+    /// An epoll fd nested in this one (not a stack socket): it shows
+    /// EPOLLIN while a stack socket in its own set is ready.
+    nested: bool,
 }
 
 /// The stack sockets of one epoll fd.
 struct EpollSet {
     items: Mutex<Vec<Item>>,
+    /// Stack sockets or nested sets were added (epoll_wait takes our path
+    /// from then on; an epoll of kernel fds only stays the kernel's).
+    used: std::sync::atomic::AtomicBool,
 }
 
 static SETS: AtomicPtr<AtomicPtr<EpollSet>> = AtomicPtr::new(std::ptr::null_mut());
@@ -76,6 +82,7 @@ fn set_or_create(epfd: c_int) -> Option<&'static EpollSet> {
     let slot = sets()?.get(usize::try_from(epfd).ok()?)?;
     let new = Box::into_raw(Box::new(EpollSet {
         items: Mutex::new(Vec::new()),
+        used: std::sync::atomic::AtomicBool::new(false),
     }));
     match slot.compare_exchange(
         std::ptr::null_mut(),
@@ -107,6 +114,14 @@ pub fn forget_epoll(fd: c_int) {
         if let Ok(mut v) = unsafe { &*p }.items.lock() {
             v.clear();
         }
+    }
+}
+
+/// Notes a new epoll fd, so that nesting it in another is seen even if its
+/// stack sockets come later.
+pub fn created(epfd: c_int) {
+    if epfd >= 0 {
+        let _ = set_or_create(epfd);
     }
 }
 
@@ -166,6 +181,7 @@ pub fn ctl(st: &State, epfd: c_int, op: c_int, fd: c_int, e: Entry, ev: *mut epo
     let Some(set) = set_or_create(epfd) else {
         return fail(libc::ENOMEM);
     };
+    set.used.store(true, Ordering::Release);
     let Ok(mut items) = set.items.lock() else {
         return fail(libc::EIO);
     };
@@ -193,6 +209,7 @@ pub fn ctl(st: &State, epfd: c_int, op: c_int, fd: c_int, e: Entry, ev: *mut epo
                 in_kernel,
                 last_mask: 0,
                 last_seq: 0,
+                nested: false,
             });
             0
         }
@@ -200,6 +217,12 @@ pub fn ctl(st: &State, epfd: c_int, op: c_int, fd: c_int, e: Entry, ev: *mut epo
             let Some(p) = pos else {
                 return fail(libc::ENOENT);
             };
+            // As Linux: EPOLLEXCLUSIVE is for ADD only, and sticks.
+            if events & libc::EPOLLEXCLUSIVE as u32 != 0
+                || items[p].events & libc::EPOLLEXCLUSIVE as u32 != 0
+            {
+                return fail(libc::EINVAL);
+            }
             let it = &mut items[p];
             it.events = events;
             it.data = data;
@@ -226,6 +249,93 @@ pub fn ctl(st: &State, epfd: c_int, op: c_int, fd: c_int, e: Entry, ev: *mut epo
     }
 }
 
+/// Whether a stack socket of epoll set `epfd` (or of a set nested in it)
+/// would be reported now: what an outer epoll sees of an inner one.
+fn nested_ready(st: &State, c: &Core<'_>, epfd: c_int, depth: u32) -> bool {
+    // Linux refuses nesting deeper than 5 (and loops) at EPOLL_CTL_ADD.
+    if depth > 5 {
+        return false;
+    }
+    let Some(set) = set_of(epfd) else {
+        return false;
+    };
+    let Ok(items) = set.items.try_lock() else {
+        // Another thread is harvesting it: let the kernel side decide.
+        return false;
+    };
+    let always = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+    items.iter().filter(|it| !it.disabled).any(|it| {
+        if it.nested {
+            return nested_ready(st, c, it.fd, depth + 1);
+        }
+        st.entry(it.fd)
+            .filter(|e| e.id == it.id)
+            .is_some_and(|e| ready_mask(c, e) & (it.events | always) != 0)
+    })
+}
+
+/// `epoll_ctl` of an epoll fd (one with stack sockets) into another: the
+/// kernel nests it as usual (and checks loops and depth); the outer set
+/// also notes it, to report the inner stack sockets' readiness.
+pub fn ctl_nested(st: &State, epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c_int {
+    let _ = st;
+    // SAFETY: passing the caller's arguments through.
+    let r = unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+    if r < 0 {
+        return r;
+    }
+    let wfd = crate::progress::wake_fd();
+    if wfd >= 0 {
+        ctl_kernel(
+            epfd,
+            libc::EPOLL_CTL_ADD,
+            wfd,
+            (libc::EPOLLIN | libc::EPOLLET) as u32,
+            WAKE_MARK,
+        );
+    }
+    let (events, data) = if ev.is_null() {
+        (0, 0)
+    } else {
+        // SAFETY: the caller's event (read unaligned: epoll_event is packed on x86-64).
+        let v = unsafe { std::ptr::read_unaligned(ev) };
+        (v.events, v.u64)
+    };
+    let Some(set) = set_or_create(epfd) else {
+        return r;
+    };
+    set.used.store(true, Ordering::Release);
+    let Ok(mut items) = set.items.lock() else {
+        return r;
+    };
+    let pos = items.iter().position(|it| it.nested && it.fd == fd);
+    match (op, pos) {
+        (libc::EPOLL_CTL_ADD, None) => items.push(Item {
+            fd,
+            id: SocketId::new(0, 0),
+            events,
+            data,
+            disabled: false,
+            in_kernel: true,
+            last_mask: 0,
+            last_seq: 0,
+            nested: true,
+        }),
+        (libc::EPOLL_CTL_MOD, Some(p)) => {
+            let it = &mut items[p];
+            it.events = events;
+            it.data = data;
+            it.disabled = false;
+            it.last_mask = 0;
+        }
+        (libc::EPOLL_CTL_DEL, Some(p)) => {
+            items.remove(p);
+        }
+        _ => {}
+    }
+    r
+}
+
 /// Fills `out` with the ready stack sockets of `set`; returns how many.
 fn harvest(st: &State, set: &EpollSet, out: &mut [epoll_event]) -> usize {
     let Ok(mut items) = set.items.lock() else {
@@ -237,7 +347,13 @@ fn harvest(st: &State, set: &EpollSet, out: &mut [epoll_event]) -> usize {
     let mut n = 0;
     let mut c = st.stack.lock();
     st.pump(&mut c, now_ns());
-    items.retain(|it| st.entry(it.fd).is_some_and(|e| e.id == it.id));
+    items.retain(|it| {
+        if it.nested {
+            is_epoll(it.fd)
+        } else {
+            st.entry(it.fd).is_some_and(|e| e.id == it.id)
+        }
+    });
     for it in items.iter_mut() {
         if n == out.len() {
             break;
@@ -245,8 +361,34 @@ fn harvest(st: &State, set: &EpollSet, out: &mut [epoll_event]) -> usize {
         if it.disabled {
             continue;
         }
-        let Some(e) = st.entry(it.fd) else { continue };
         let always = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+        if it.nested {
+            let in_ = (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
+            let mask = if nested_ready(st, &c, it.fd, 0) {
+                in_ & it.events
+            } else {
+                0
+            };
+            let report = if it.events & libc::EPOLLET as u32 != 0 {
+                let rose = mask & !it.last_mask != 0;
+                it.last_mask = mask;
+                rose
+            } else {
+                mask != 0
+            };
+            if report {
+                out[n] = epoll_event {
+                    events: mask,
+                    u64: it.data,
+                };
+                n += 1;
+                if it.events & libc::EPOLLONESHOT as u32 != 0 {
+                    it.disabled = true;
+                }
+            }
+            continue;
+        }
+        let Some(e) = st.entry(it.fd) else { continue };
         let mask = ready_mask(&c, e) & (it.events | always);
         let report = if it.events & libc::EPOLLET as u32 != 0 {
             let seq = c.socket_event_seq(e.id);
@@ -313,7 +455,7 @@ pub fn wait(
     // Once stack sockets were added, the wake eventfd stays registered in
     // the kernel epoll, so even an emptied set goes through here (its
     // marker events are never shown to the app).
-    let set = set_of(epfd)?;
+    let set = set_of(epfd).filter(|s| s.used.load(Ordering::Acquire))?;
     if max <= 0 || events.is_null() {
         return Some(fail(libc::EINVAL));
     }

@@ -1159,12 +1159,39 @@ pub unsafe extern "C" fn epoll_ctl(
     ev: *mut libc::epoll_event,
 ) -> c_int {
     guard(|| {
-        if let Some((st, e)) = state::existing().and_then(|st| st.entry(fd).map(|e| (st, e))) {
-            return epoll::ctl(st, epfd, op, fd, e, ev);
+        if let Some(st) = state::existing() {
+            if let Some(e) = st.entry(fd) {
+                return epoll::ctl(st, epfd, op, fd, e, ev);
+            }
+            if epoll::is_epoll(fd) {
+                return epoll::ctl_nested(st, epfd, op, fd, ev);
+            }
         }
         // SAFETY: passing through.
         unsafe { real::epoll_ctl(epfd, op, fd, ev) }
     })
+}
+
+/// `epoll_create(2)`: noted, so the fd can be nested (see `epoll::ctl_nested`).
+#[no_mangle]
+pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
+    // SAFETY: passing through.
+    let fd = unsafe { real::epoll_create(size) };
+    if state::existing().is_some() {
+        epoll::created(fd);
+    }
+    fd
+}
+
+/// `epoll_create1(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
+    // SAFETY: passing through.
+    let fd = unsafe { real::epoll_create1(flags) };
+    if state::existing().is_some() {
+        epoll::created(fd);
+    }
+    fd
 }
 
 fn epoll_common(

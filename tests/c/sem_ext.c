@@ -150,6 +150,46 @@ static void ppoll_check(void) {
     close(l);
 }
 
+/* An epoll fd inside another: the outer one reports the inner one readable
+ * while a socket in the inner one is (level-triggered), and an exclusive
+ * waiter on a socket gets its events too. */
+static void epoll_nested(void) {
+    int c, s, l = tcp_pair(0, &c, &s);
+    int inner = epoll_create1(EPOLL_CLOEXEC), outer = epoll_create1(EPOLL_CLOEXEC);
+    MUST(inner);
+    MUST(outer);
+    struct epoll_event e = {.events = EPOLLIN, .data.u32 = 1};
+    OUT("add_inner %s", res(epoll_ctl(inner, EPOLL_CTL_ADD, s, &e)));
+    e.data.u32 = 2;
+    OUT("add_outer %s", res(epoll_ctl(outer, EPOLL_CTL_ADD, inner, &e)));
+    struct epoll_event got[4];
+    OUT("idle %d", epoll_wait(outer, got, 4, 50));
+    send(c, "xy", 2, 0);
+    int n = epoll_wait(outer, got, 4, 2000);
+    OUT("outer %d data=%u", n, n > 0 ? got[0].data.u32 : 0);
+    n = epoll_wait(inner, got, 4, 0);
+    OUT("inner %d data=%u", n, n > 0 ? got[0].data.u32 : 0);
+    OUT("outer_level %d", epoll_wait(outer, got, 4, 0));
+    char b[4];
+    read_full(s, b, 2);
+    OUT("outer_drained %d", epoll_wait(outer, got, 4, 50));
+    OUT("del_outer %s", res(epoll_ctl(outer, EPOLL_CTL_DEL, inner, NULL)));
+    int ex = epoll_create1(EPOLL_CLOEXEC);
+    e.events = EPOLLIN | EPOLLEXCLUSIVE;
+    e.data.u32 = 3;
+    OUT("add_exclusive %s", res(epoll_ctl(ex, EPOLL_CTL_ADD, s, &e)));
+    OUT("mod_exclusive %s", res(epoll_ctl(ex, EPOLL_CTL_MOD, s, &e)));
+    send(c, "z", 1, 0);
+    n = epoll_wait(ex, got, 4, 2000);
+    OUT("exclusive %d data=%u", n, n > 0 ? got[0].data.u32 : 0);
+    close(ex);
+    close(outer);
+    close(inner);
+    close(c);
+    close(s);
+    close(l);
+}
+
 static void epoll_level(void) {
     int c, s, l = tcp_pair(0, &c, &s);
     int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -283,6 +323,7 @@ static const struct check checks[] = {
     {"select", select_check},
     {"ppoll", ppoll_check},
     {"epoll_level", epoll_level},
+    {"epoll_nested", epoll_nested},
     {"epoll_edge", epoll_edge},
     {"epoll_oneshot_many", epoll_oneshot_many},
     {"sendfile", sendfile_check},
