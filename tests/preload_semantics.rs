@@ -21,11 +21,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Checks that differ from the kernel today: (program, check, reason).
 const PENDING: &[(&str, &str, &str)] = &[
     (
-        "sem_tcp",
-        "time_wait_bind",
-        "library gap: a connection accepted from a listener does not hold its port in the stack's bind table, so bind() without SO_REUSEADDR to a port whose accepted connection lingers in TIME_WAIT succeeds (kernel: EADDRINUSE)",
-    ),
-    (
         "sem_udp",
         "reuseaddr_double_bind",
         "library gap (shared-stacks issue: multicast needs the same demux): a second UDP socket with SO_REUSEADDR cannot bind a port the first holds: EADDRINUSE (kernel: 0)",

@@ -9,12 +9,17 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rbypass_stack::clock::now_ns;
+use rbypass_stack::StackGuard;
 
 extern "C" fn at_exit() {
     let Some(st) = crate::state::existing() else {
         return;
     };
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // The progress thread stops touching the stack, and taking the lock
+        // waits for whoever is inside it: nothing of this process is then
+        // in a critical section when the process ends.
+        crate::progress::EXITING.store(true, Ordering::Release);
         let mut c = st.stack.lock();
         let now = now_ns();
         st.for_each(|fd, _| {
@@ -29,10 +34,17 @@ extern "C" fn at_exit() {
             }
         });
         st.pump(&mut c, now);
-        let lingering = st.on_device() && c.tcp_lingering() > 0;
-        drop(c);
-        if lingering {
-            linger(st);
+        let lingering = c.tcp_lingering();
+        crate::rlog!(Debug, "exit: {lingering} connections still delivering");
+        if st.on_device() && lingering > 0 {
+            // Fork with the lock held: the child carries on inside this very
+            // critical section and releases the lock; this process ends
+            // holding nothing.
+            if let Some(c) = linger(st, c) {
+                std::mem::forget(c);
+            }
+        } else {
+            drop(c);
         }
         let h = st.stack.header();
         if h.name[0] == 0 && h.creator_pid == std::process::id() {
@@ -50,14 +62,24 @@ const LINGER_MAX_NS: u64 = 120_000_000_000;
 /// fd (so it holds no other file, port or pipe of the app), drives the
 /// stack until no closed connection is still delivering, and exits. On the
 /// loopback the peer (attached to the same arena) drives it instead.
-fn linger(st: &crate::state::State) {
-    let Some(fd) = st.nic_fd() else { return };
-    // A raw fork: no fork handlers (the fd table is already empty) and no
-    // allocation in the child.
+///
+/// Called with the stack lock held (`c`); the child takes the critical
+/// section over. Returns the guard to the parent, which must forget it
+/// (the child releases the lock), or None if the fork failed (released).
+fn linger<'a>(st: &'a crate::state::State, mut c: StackGuard<'a>) -> Option<StackGuard<'a>> {
+    let Some(fd) = st.nic_fd() else {
+        return Some(c);
+    };
+    // A raw fork: no fork handlers and no allocation in the child.
     // SAFETY: the child only makes syscalls and stack calls below.
     let pid = unsafe { libc::syscall(libc::SYS_fork) };
     if pid != 0 {
-        return;
+        // The parent (or a failed fork: then the lock is ours to release).
+        if pid > 0 {
+            return Some(c);
+        }
+        drop(c);
+        return None;
     }
     // SAFETY: closing every fd but the device's, naming the process.
     unsafe {
@@ -70,7 +92,6 @@ fn linger(st: &crate::state::State) {
     let start = now_ns();
     loop {
         let now = now_ns();
-        let mut c = st.stack.lock();
         st.pump(&mut c, now);
         let left = c.tcp_lingering();
         drop(c);
@@ -78,6 +99,7 @@ fn linger(st: &crate::state::State) {
             break;
         }
         crate::progress::wait_readable(fd, 10);
+        c = st.stack.lock();
     }
     loop {
         // SAFETY: ends the linger process.
@@ -108,8 +130,10 @@ pub fn register() {
 pub extern "C" fn _exit(status: libc::c_int) -> ! {
     // A vfork child shares our memory (the fd table too) until it execs or
     // exits: its fds are the parent's to count, not its own.
+    let owner = OWNER.load(Ordering::Relaxed);
     // SAFETY: getpid has no preconditions.
-    if OWNER.load(Ordering::Relaxed) == unsafe { libc::getpid() } as u32 {
+    let me = unsafe { libc::getpid() } as u32;
+    if owner == me {
         at_exit();
     }
     loop {

@@ -238,16 +238,32 @@ fn bind_both(st: &State, fd: c_int, e: Entry, a: SocketAddrV4, for_connect: bool
     };
     match r {
         Ok(_) => 0,
-        Err(SockError::AddrInUse) if !for_connect => {
-            // The kernel gave the port, the stack cannot share it (SO_REUSEPORT
-            // groups, or a connection of the stack's in TIME_WAIT): the kernel
-            // socket serves this fd, as bound.
+        Err(SockError::AddrInUse) if !for_connect && reuseport(fd) => {
+            // The kernel gave the port to an SO_REUSEPORT group the stack
+            // cannot balance yet: the kernel socket serves this fd, as bound.
             drop(c);
             release(st, fd, "its port is taken in the stack");
             0
         }
         Err(err) => fail(errno_of(err)),
     }
+}
+
+/// Whether the app set SO_REUSEPORT on the kernel socket behind `fd`.
+fn reuseport(fd: c_int) -> bool {
+    let mut v: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: a valid int buffer and length.
+    let r = unsafe {
+        real::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&mut v as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && v != 0
 }
 
 /// `bind(2)`.

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use rbypass_stack::clock::now_ns;
 use rbypass_stack::lock::WORK_POLL;
 
+/// The process is exiting: the progress thread no longer takes the lock.
+pub static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Threads of this process asleep in a kernel wait that covers stack sockets.
 static KERNEL_SLEEPERS: AtomicU32 = AtomicU32::new(0);
 /// The stack wake sequence the sleepers last saw (or the last one signalled).
@@ -134,6 +137,10 @@ fn progress_loop() -> ! {
             std::thread::sleep(std::time::Duration::from_millis(1));
             continue;
         };
+        if EXITING.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        }
         if let Some(mut c) = st.stack.try_lock_or_post(WORK_POLL) {
             st.pump(&mut c, now_ns());
         }

@@ -137,7 +137,15 @@ impl Core<'_> {
     /// has SO_REUSEADDR and the other lingers in TIME_WAIT. For a port the
     /// kernel picked for `connect`, only listeners and sockets bound but not
     /// connected conflict: connect itself checks that the four-tuple is free.
-    fn tcp_port_conflicts(&self, me: u32, ip: Ipv4Addr, port: u16, for_connect: bool) -> bool {
+    /// `scan_children`: also the connections accepted on that port.
+    fn tcp_port_conflicts(
+        &self,
+        me: u32,
+        ip: Ipv4Addr,
+        port: u16,
+        for_connect: bool,
+        scan_children: bool,
+    ) -> bool {
         let reuse = self.sockets[me as usize].flags & flag::REUSEADDR != 0;
         let mut cur = self.hash[bucket(self.hash.len(), kind::TCP, port)];
         while cur != NIL {
@@ -160,6 +168,28 @@ impl Core<'_> {
                 }
             }
             cur = sl.next;
+        }
+        // Connections accepted from a listener hold its port too but are
+        // not in the port hash (they would lengthen every listener lookup):
+        // an explicit bind looks for them among all sockets (binds of a
+        // given port are rare; the ephemeral search skips this).
+        if scan_children {
+            for (i, sl) in self.sockets.iter().enumerate() {
+                if i as u32 == me
+                    || sl.kind != kind::TCP
+                    || sl.local_port != port
+                    || sl.flags & (flag::BOUND | flag::CONNECTED) != flag::CONNECTED
+                {
+                    continue;
+                }
+                let l = Ipv4Addr::from(sl.local_ip);
+                let state = self.tcbs[i].state();
+                let shares =
+                    reuse && (sl.flags & flag::REUSEADDR != 0 || state == TcpState::TimeWait);
+                if (l.is_unspecified() || ip.is_unspecified() || l == ip) && !shares {
+                    return true;
+                }
+            }
         }
         false
     }
@@ -219,13 +249,13 @@ impl Core<'_> {
                 } else {
                     p + 1
                 };
-                if !self.tcp_port_conflicts(i, ip, p, for_connect) {
+                if !self.tcp_port_conflicts(i, ip, p, for_connect, false) {
                     found = Some(p);
                     break;
                 }
             }
             found.ok_or(SockError::NoPorts)?
-        } else if self.tcp_port_conflicts(i, ip, addr.port(), for_connect) {
+        } else if self.tcp_port_conflicts(i, ip, addr.port(), for_connect, !for_connect) {
             return Err(SockError::AddrInUse);
         } else {
             addr.port()

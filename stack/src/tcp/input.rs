@@ -239,13 +239,16 @@ impl Core<'_> {
             lt.flags & (tflag::NODELAY | tflag::KEEPALIVE | tflag::LINGER0),
         );
         {
+            // A child inherits SO_REUSEADDR from its listener, as in Linux
+            // (it decides whether the child's port blocks a later bind).
+            let reuse = self.sockets[l as usize].flags & flag::REUSEADDR;
             let sl = &mut self.sockets[c as usize];
             sl.begin_change();
             sl.local_ip = seg.dst.ip().octets();
             sl.local_port = seg.dst.port();
             sl.remote_ip = seg.src.ip().octets();
             sl.remote_port = seg.src.port();
-            sl.flags |= flag::CONNECTED;
+            sl.flags |= flag::CONNECTED | reuse;
             sl.end_change();
         }
         self.conn_insert(c);
@@ -348,13 +351,16 @@ impl Core<'_> {
         };
         let lt = self.tcbs[l as usize];
         {
+            // A child inherits SO_REUSEADDR from its listener, as in Linux
+            // (it decides whether the child's port blocks a later bind).
+            let reuse = self.sockets[l as usize].flags & flag::REUSEADDR;
             let sl = &mut self.sockets[c as usize];
             sl.begin_change();
             sl.local_ip = seg.dst.ip().octets();
             sl.local_port = seg.dst.port();
             sl.remote_ip = seg.src.ip().octets();
             sl.remote_port = seg.src.port();
-            sl.flags |= flag::CONNECTED;
+            sl.flags |= flag::CONNECTED | reuse;
             sl.end_change();
         }
         self.conn_insert(c);
