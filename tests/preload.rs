@@ -267,6 +267,12 @@ fn accepted_socket_survives_exec() {
         &["client", "24108"],
         4,
     );
+    pair(
+        "exec_inherit",
+        &["server-spawn", "24109"],
+        &["client", "24109"],
+        4,
+    );
 }
 
 #[test]

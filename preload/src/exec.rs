@@ -52,7 +52,7 @@ impl Writer<'_> {
     }
 }
 
-fn inode(fd: c_int) -> Option<u64> {
+pub(crate) fn inode(fd: c_int) -> Option<u64> {
     // SAFETY: a zeroed stat buffer for fstat to fill.
     let mut s: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid buffer.
@@ -62,7 +62,7 @@ fn inode(fd: c_int) -> Option<u64> {
     Some(s.st_ino)
 }
 
-fn cloexec(fd: c_int) -> bool {
+pub(crate) fn cloexec(fd: c_int) -> bool {
     // SAFETY: F_GETFD has no argument.
     unsafe { real::fcntl(fd, libc::F_GETFD, 0) & libc::FD_CLOEXEC != 0 }
 }
@@ -171,7 +171,14 @@ pub fn take_handoff() -> Option<Handoff> {
         return None;
     }
     let path = format!("/dev/shm/rbypass-exec-{}", std::process::id());
-    let text = std::fs::read_to_string(&path).ok()?;
+    // SAFETY: getppid has no preconditions.
+    let spawn = crate::spawn::handoff_path(unsafe { libc::getppid() } as u32);
+    let (text, path) = match std::fs::read_to_string(&path) {
+        Ok(t) => (t, path),
+        // Spawned by an accelerated parent (posix_spawn).
+        Err(_) => (std::fs::read_to_string(&spawn).ok()?, spawn),
+    };
+    // Removing it tells a spawning parent that the sockets were taken.
     let _ = std::fs::remove_file(&path);
     let mut lines = text.lines();
     let arena = std::path::PathBuf::from(lines.next()?);
@@ -197,7 +204,13 @@ extern "C" fn on_load() {
         let mut path = [0u8; 64];
         handoff_path(std::process::id(), &mut path);
         // SAFETY: a NUL-terminated path.
-        if unsafe { libc::access(path.as_ptr().cast(), libc::F_OK) } == 0 {
+        let exec = unsafe { libc::access(path.as_ptr().cast(), libc::F_OK) } == 0;
+        // SAFETY: getppid has no preconditions.
+        let spawn = std::path::Path::new(&crate::spawn::handoff_path(
+            unsafe { libc::getppid() } as u32
+        ))
+        .exists();
+        if exec || spawn {
             let _ = state::get();
         }
     });

@@ -29,6 +29,7 @@ mod multiplex;
 mod progress;
 pub mod real;
 mod signals;
+mod spawn;
 mod state;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -49,6 +50,12 @@ fn set_errno(e: c_int) {
 fn fail<T: From<i8>>(e: c_int) -> T {
     set_errno(e);
     T::from(-1)
+}
+
+/// `guard` for calls that return an error number instead of -1 and errno.
+fn guard_code(f: impl FnOnce() -> c_int) -> c_int {
+    let _in_lib = signals::InLib::enter();
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(libc::EIO)
 }
 
 /// Runs an entry point's body, turning a panic into EIO instead of unwinding into C.
