@@ -99,8 +99,14 @@ fn find_library() -> Result<PathBuf, String> {
 pub fn run(a: Args) -> Result<(), String> {
     let lib = find_library()?;
     if let Some(spec) = &a.nic {
-        spec.parse::<rbypass_nic::spec::NicSpec>()
+        let parsed = spec
+            .parse::<rbypass_nic::spec::NicSpec>()
             .map_err(|e| e.to_string())?;
+        if let rbypass_nic::spec::NicSpec::Tap(name) = &parsed {
+            // Fail here, in one line, rather than leave the app on the
+            // kernel: open the device once (privileges, name, driver).
+            rbypass_nic::tap::TapNic::open(name).map_err(|e| format!("--nic {spec}: {e}"))?;
+        }
     }
     if let Some(n) = &a.name {
         rbypass_stack::arena::validate_name(n).map_err(|e| e.to_string())?;
