@@ -49,7 +49,14 @@ struct EpollSet {
     /// Stack sockets or nested sets were added (epoll_wait takes our path
     /// from then on; an epoll of kernel fds only stays the kernel's).
     used: std::sync::atomic::AtomicBool,
+    /// Waits that found stack sockets ready, to look at the kernel fds on
+    /// one in [`KERNEL_EVERY`] of them.
+    ready_waits: std::sync::atomic::AtomicU32,
 }
+
+/// When stack sockets are ready, epoll_wait makes no syscall, except on one
+/// call in this many, so kernel fds in the same set are never starved.
+const KERNEL_EVERY: u32 = 32;
 
 static SETS: AtomicPtr<AtomicPtr<EpollSet>> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -83,6 +90,7 @@ fn set_or_create(epfd: c_int) -> Option<&'static EpollSet> {
     let new = Box::into_raw(Box::new(EpollSet {
         items: Mutex::new(Vec::new()),
         used: std::sync::atomic::AtomicBool::new(false),
+        ready_waits: std::sync::atomic::AtomicU32::new(0),
     }));
     match slot.compare_exchange(
         std::ptr::null_mut(),
@@ -467,8 +475,10 @@ pub fn wait(
     loop {
         let seen = st.stack.wake_seq();
         let n = harvest(st, set, out);
-        // Kernel fds, without waiting.
-        let k = if n < out.len() {
+        // Kernel fds, without waiting: always when no stack socket is ready,
+        // else now and then (a ready stack socket costs no syscall).
+        let look = n == 0 || set.ready_waits.fetch_add(1, Ordering::Relaxed) % KERNEL_EVERY == 0;
+        let k = if look && n < out.len() {
             // SAFETY: the rest of the caller's array.
             unsafe {
                 real::epoll_pwait(

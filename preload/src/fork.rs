@@ -1,7 +1,11 @@
-//! fork: the stack lock is taken around fork so the child never inherits it
-//! held by a thread that does not exist there; the child gets its own
+//! fork: the stack lock is held across fork, so no fd or reference changes
+//! while the child's references are counted; the child gets its own
 //! progress thread. The arena mapping is shared, so sockets keep working in
 //! both processes.
+//!
+//! The lock word lives in the shared arena: only the parent releases it
+//! after fork. (The child releasing it too, as it once did, could free the
+//! lock under another holder: two processes in the stack at once.)
 
 extern "C" fn prepare() {
     if let Some(st) = crate::state::existing() {
@@ -18,14 +22,15 @@ extern "C" fn prepare() {
     }
 }
 
+/// The parent, after fork: releases the lock taken in `prepare`.
 extern "C" fn release() {
     if let Some(st) = crate::state::existing() {
         while st.stack.header().lock.unlock_or_take_work() != 0 {}
     }
 }
 
+/// The child, after fork: the lock is the parent's to release (shared word).
 extern "C" fn child() {
-    release();
     crate::exit::set_owner();
     crate::progress::start();
 }
