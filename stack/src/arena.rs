@@ -289,13 +289,43 @@ pub struct ArenaHeader {
 
 /// What a read-only observer may copy out of [`CoreState`] under the seqlock.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Published {
     pub iface: IfaceConfig,
     pub sockets_in_use: u32,
     pub bufs_in_use: u32,
     /// Bumped with every change, so a reader can tell two snapshots apart.
     pub change_count: u64,
+    /// The device the stack runs on and how (`xdp:eth0 native copy 4q`),
+    /// NUL-padded; empty for the in-arena loopback.
+    pub nic: [u8; 48],
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            iface: IfaceConfig::default(),
+            sockets_in_use: 0,
+            bufs_in_use: 0,
+            change_count: 0,
+            nic: [0; 48],
+        }
+    }
+}
+
+impl Published {
+    /// The device description (see [`Published::nic`]); `loop` if none.
+    pub fn nic_desc(&self) -> String {
+        let end = self
+            .nic
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.nic.len());
+        if end == 0 {
+            return "loop".into();
+        }
+        String::from_utf8_lossy(&self.nic[..end]).into_owned()
+    }
 }
 
 /// Mutable stack-wide state, only touched with the stack lock held.
@@ -322,7 +352,9 @@ pub struct CoreState {
     pub last_now_ns: u64,
     /// ICMP error rate limiter: tokens left and when they were last refilled.
     pub icmp_tokens: u32,
-    pub _pad1: u32,
+    /// Bumped whenever a socket takes, changes or gives up a local address
+    /// or port, so a device filter knows to re-read the stack's flows.
+    pub binding_gen: u32,
     pub icmp_refill_ns: u64,
 }
 

@@ -42,7 +42,22 @@ pub struct PktMeta {
     pub seq: u32,
     /// TCP: segment flags, as received.
     pub tcp_flags: u8,
-    pub _pad: [u8; 3],
+    /// How to check a received frame's TCP/UDP checksum ([`rx_csum`]), as
+    /// the device that received it knows.
+    pub rx_csum: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Checksum modes of a received frame (see [`PktMeta::rx_csum`]).
+pub mod rx_csum {
+    /// Verify the full checksum.
+    pub const VERIFY: u8 = 0;
+    /// Verify, but also accept a field holding only the pseudo-header sum:
+    /// the sender left the rest to offload that never ran (a veth peer's
+    /// CHECKSUM_PARTIAL frames, as AF_XDP and AF_PACKET see them).
+    pub const PARTIAL_OK: u8 = 1;
+    /// The device verified it.
+    pub const VERIFIED: u8 = 2;
 }
 
 /// One link of a buffer queue.
@@ -142,6 +157,7 @@ impl<'a> Pool<'a> {
         mm.l4_off = 0;
         mm.seq = 0;
         mm.tcp_flags = 0;
+        mm.rx_csum = rx_csum::VERIFY;
         Ok(BufId(id))
     }
 
@@ -181,6 +197,13 @@ impl<'a> Pool<'a> {
     /// Mutable metadata of a buffer the caller holds the only reference to.
     pub fn meta_mut(&mut self, b: BufId) -> &mut PktMeta {
         &mut self.meta[b.0 as usize]
+    }
+
+    /// Start and length of the buffers' memory: every chunk, in index order,
+    /// [`BUF_SIZE`] apart. A device registers it once (AF_XDP UMEM, DMA) and
+    /// then names buffers by offset into it.
+    pub fn data_region(&self) -> (*mut u8, usize) {
+        (self.data, self.meta.len() * BUF_SIZE)
     }
 
     /// The whole [`BUF_SIZE`] chunk of a buffer.
@@ -387,7 +410,8 @@ mod tests {
                     l4_off: 0,
                     seq: 0,
                     tcp_flags: 0,
-                    _pad: [0; 3],
+                    rx_csum: 0,
+                    _pad: [0; 2],
                 })
                 .collect(),
             free: vec![0; n],

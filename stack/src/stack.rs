@@ -5,6 +5,7 @@
 //! hands it received frames with [`Core::receive`], advances time with
 //! [`Core::poll`], and takes frames to transmit with [`Core::dequeue_tx`].
 
+use std::net::SocketAddrV4;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -392,6 +393,31 @@ impl<'a> Core<'a> {
     /// The interface configuration.
     pub fn iface(&self) -> IfaceConfig {
         self.st.published.iface
+    }
+
+    /// Changes whenever a socket takes, changes or gives up a local address
+    /// or port (see [`Core::for_each_binding`]).
+    pub fn binding_gen(&self) -> u32 {
+        self.st.binding_gen
+    }
+
+    /// Calls `f(kind, local)` for every open socket with a local port: the
+    /// flows a device filter must steer to the stack ([`socket::kind`]).
+    pub fn for_each_binding(&self, mut f: impl FnMut(u8, SocketAddrV4)) {
+        for s in self.sockets.iter() {
+            if s.kind != socket::kind::FREE && s.local_port != 0 {
+                f(s.kind, s.local());
+            }
+        }
+    }
+
+    /// Records which device drives the stack, for stackdump (truncated to 47 bytes).
+    pub fn set_nic_desc(&mut self, desc: &str) {
+        let mut b = [0u8; 48];
+        for (d, s) in b.iter_mut().zip(desc.bytes().take(47)) {
+            *d = s;
+        }
+        self.publish(|p| p.nic = b);
     }
 
     /// Changes the interface configuration (addresses learnt from the kernel, say).

@@ -108,6 +108,45 @@ fn zero_checksum_accepted_bad_checksum_dropped() {
     assert_eq!(c.header().counters.rx_drop_udp_csum.get(), 1);
 }
 
+/// A frame whose checksum holds only the pseudo-header sum (what a veth
+/// peer with checksum offload sends) is accepted from a device that says
+/// such frames are intact, and dropped from any other.
+#[test]
+fn pseudo_header_only_checksum_follows_the_frame_mode() {
+    use rbypass_stack::pool::rx_csum;
+    let st = stack();
+    let mut c = st.lock();
+    let s = c.udp_open().unwrap();
+    c.udp_bind(s, sa(Ipv4Addr::UNSPECIFIED, 7001)).unwrap();
+    let mut u = udp(PEER_IP, OUR_IP, 1, 7001, b"abc", false);
+    use rbypass_stack::wire::checksum;
+    let partial = checksum::fold(checksum::pseudo_header_v4(PEER_IP, OUR_IP, 17, 11)).to_be_bytes();
+    u[6..8].copy_from_slice(&partial);
+    let frame = eth(OUR_MAC, PEER_MAC, 0x0800, &ipv4(PEER_IP, OUR_IP, 17, &u));
+    for (mode, delivered) in [(rx_csum::VERIFY, false), (rx_csum::PARTIAL_OK, true)] {
+        let b = c.pool.alloc().expect("buffer");
+        c.pool.frame_mut(b, frame.len()).copy_from_slice(&frame);
+        c.pool.meta_mut(b).rx_csum = mode;
+        c.receive(b, 0);
+        let mut buf = [0u8; 8];
+        let got = c.udp_recv_from(s, &mut buf, false).map(|m| m.copied);
+        assert_eq!(got.is_ok(), delivered, "mode {mode}: {got:?}");
+    }
+    // A damaged full checksum is still caught in the partial mode.
+    let mut bad = udp_frame(1, 7001, b"yy");
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    let b = c.pool.alloc().expect("buffer");
+    c.pool.frame_mut(b, bad.len()).copy_from_slice(&bad);
+    c.pool.meta_mut(b).rx_csum = rx_csum::PARTIAL_OK;
+    c.receive(b, 0);
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        c.udp_recv_from(s, &mut buf, false),
+        Err(SockError::WouldBlock)
+    );
+}
+
 #[test]
 fn demux_prefers_connected_then_specific() {
     let st = stack();

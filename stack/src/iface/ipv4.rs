@@ -122,6 +122,39 @@ impl Core<'_> {
         }
     }
 
+    /// Records a neighbour's MAC learnt elsewhere (the kernel's neighbour
+    /// table, when the kernel resolves for a stack that shares its
+    /// interface), and sends what waited for it. Off-link addresses are ignored.
+    pub fn arp_learn(&mut self, ip: Ipv4Addr, mac: EthernetAddress, now: u64) {
+        if !self.iface().on_link(ip) || mac.is_multicast() {
+            return;
+        }
+        let i = match arp_cache::find(self.arp, ip) {
+            Some(i) => i,
+            None => {
+                let Some(i) = arp_cache::slot_for(self.arp, ip) else {
+                    return;
+                };
+                self.arp_evict(i);
+                self.arp[i] = ArpEntry {
+                    ip: ip.octets(),
+                    ..ArpEntry::FREE
+                };
+                i
+            }
+        };
+        self.arp_confirm(i, mac, now);
+    }
+
+    /// Forgets a neighbour (the kernel dropped it); frames waiting for it are dropped.
+    pub fn arp_forget(&mut self, ip: Ipv4Addr) {
+        if let Some(i) = arp_cache::find(self.arp, ip) {
+            if self.arp[i].state == state::REACHABLE {
+                self.arp_evict(i);
+            }
+        }
+    }
+
     /// Frees entry `i` (evicted for a new neighbour), dropping anything pending.
     fn arp_evict(&mut self, i: usize) {
         let mut q = self.arp[i].pending;
@@ -275,12 +308,25 @@ impl Core<'_> {
         len: usize,
         bcast: bool,
     ) {
+        let mode = self.pool.meta(b).rx_csum;
         let hdr = {
             let frame = self.pool.frame(b);
             let seg = &frame[l4..(l4 + len).min(frame.len())];
             match UdpPacket::new_checked(seg) {
                 Err(_) => Err(&self.hdr.counters.rx_drop_udp_hdr),
-                Ok(p) if !p.verify_checksum(src, dst) => Err(&self.hdr.counters.rx_drop_udp_csum),
+                Ok(p)
+                    if !checksum_ok(
+                        mode,
+                        p.checksum(),
+                        src,
+                        dst,
+                        ipv4::protocol::UDP,
+                        p.len(),
+                        || p.verify_checksum(src, dst),
+                    ) =>
+                {
+                    Err(&self.hdr.counters.rx_drop_udp_csum)
+                }
                 Ok(p) => Ok((p.src_port(), p.dst_port(), p.len() as usize)),
             }
         };
@@ -459,5 +505,26 @@ impl Core<'_> {
             let mac = (e.state == state::REACHABLE).then_some(EthernetAddress(e.mac));
             (e.ip(), mac, e.pending.count)
         })
+    }
+}
+
+/// Whether a received TCP/UDP segment's checksum is acceptable in the
+/// frame's mode ([`crate::pool::rx_csum`]); `verify` checks the full sum.
+pub(crate) fn checksum_ok(
+    mode: u8,
+    field: u16,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    length: u16,
+    verify: impl FnOnce() -> bool,
+) -> bool {
+    use crate::pool::rx_csum;
+    match mode {
+        rx_csum::VERIFIED => true,
+        rx_csum::PARTIAL_OK => {
+            crate::wire::checksum::is_pseudo_only(field, src, dst, protocol, length) || verify()
+        }
+        _ => verify(),
     }
 }

@@ -369,6 +369,7 @@ impl crate::stack::Core<'_> {
 
     /// Returns slot `i` to the free list (its queues must be empty).
     pub(crate) fn free_slot(&mut self, i: u32) {
+        self.st.binding_gen = self.st.binding_gen.wrapping_add(1);
         let slot = &mut self.sockets[i as usize];
         slot.begin_change();
         slot.kind = kind::FREE;

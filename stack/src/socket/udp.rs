@@ -141,6 +141,7 @@ impl Core<'_> {
         } else {
             (addr.port(), false)
         };
+        self.st.binding_gen = self.st.binding_gen.wrapping_add(1);
         let slot = self.slot_mut(s)?;
         slot.begin_change();
         slot.local_ip = ip.octets();
@@ -171,6 +172,7 @@ impl Core<'_> {
         if flags & flag::BOUND == 0 {
             self.udp_bind(s, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
         }
+        self.st.binding_gen = self.st.binding_gen.wrapping_add(1);
         let src = self.source_for(*to.ip());
         let slot = self.slot_mut(s)?;
         slot.begin_change();

@@ -260,6 +260,7 @@ impl Core<'_> {
         } else {
             addr.port()
         };
+        self.st.binding_gen = self.st.binding_gen.wrapping_add(1);
         let sl = &mut self.sockets[i as usize];
         sl.begin_change();
         sl.local_ip = ip.octets();
@@ -366,6 +367,7 @@ impl Core<'_> {
             // An orphan is freed; a socket whose app still holds it is closed.
             self.tcp_drop(j, 0);
         }
+        self.st.binding_gen = self.st.binding_gen.wrapping_add(1);
         {
             let sl = &mut self.sockets[i as usize];
             sl.begin_change();

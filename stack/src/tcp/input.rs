@@ -63,12 +63,27 @@ impl Core<'_> {
         bcast: bool,
         now: u64,
     ) {
+        let mode = self.pool.meta(b).rx_csum;
         let seg = {
             let frame = self.pool.frame(b);
             let end = (l4 + len).min(frame.len());
             match TcpPacket::new_checked(&frame[l4..end]) {
                 Err(_) => None,
-                Ok(p) => match TcpRepr::parse(&p, src, dst, true) {
+                Ok(p) => match TcpRepr::parse(&p, src, dst, false)
+                    .ok()
+                    .filter(|_| {
+                        crate::iface::checksum_ok(
+                            mode,
+                            p.checksum(),
+                            src,
+                            dst,
+                            crate::wire::ipv4::protocol::TCP,
+                            (end - l4) as u16,
+                            || p.verify_checksum(src, dst),
+                        )
+                    })
+                    .ok_or(())
+                {
                     Err(_) => None,
                     Ok(r) => Some(Seg {
                         src: SocketAddrV4::new(src, r.src_port),

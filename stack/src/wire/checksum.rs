@@ -76,6 +76,12 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16)
         + u32::from(length)
 }
 
+/// Whether a TCP/UDP checksum field holds only the pseudo-header sum (what
+/// a sender using checksum offload writes before the device completes it).
+pub fn is_pseudo_only(field: u16, src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) -> bool {
+    field == fold(pseudo_header_v4(src, dst, protocol, length))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
