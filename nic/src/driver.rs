@@ -72,6 +72,10 @@ impl<N: Nic> Driver<N> {
 
     /// Hands queued frames to the device; what it cannot take stays queued.
     pub fn flush_tx(nic: &mut N, core: &mut Core<'_>, now: u64) -> io::Result<bool> {
+        // Cheap when nothing changed (one comparison).
+        if let Err(e) = nic.sync_flows(core) {
+            tracing::warn!("{}: cannot update the flow filter: {e}", nic.name());
+        }
         let mut did = false;
         let mut tx = [BufId(0); TX_BURST];
         loop {

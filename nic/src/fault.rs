@@ -285,6 +285,10 @@ impl<N: Nic> Nic for FaultyNic<N> {
         format!("faulty({})", self.inner.name())
     }
 
+    fn describe(&self) -> String {
+        format!("faulty({})", self.inner.describe())
+    }
+
     fn caps(&self) -> NicCaps {
         self.inner.caps()
     }
@@ -353,6 +357,22 @@ impl<N: Nic> Nic for FaultyNic<N> {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    fn sync_flows(&mut self, core: &Core<'_>) -> std::io::Result<()> {
+        self.inner.sync_flows(core)
+    }
+
+    fn iface(&self) -> Option<rbypass_stack::IfaceConfig> {
+        self.inner.iface()
+    }
+
+    fn attach(&mut self, core: &mut Core<'_>) -> std::io::Result<()> {
+        self.inner.attach(core)
+    }
+
+    fn keep_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.inner.keep_fds()
     }
 }
 

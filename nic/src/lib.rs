@@ -9,12 +9,20 @@
 //! and [`fault`], a wrapper that drops, duplicates, reorders, corrupts and
 //! delays frames of any backend.
 
+pub mod bpf;
+pub mod ctl;
 pub mod driver;
 pub mod fault;
+pub mod flow;
+pub mod flow_prog;
 pub mod loopback;
+pub mod netlink;
+pub mod packet;
 pub mod pair;
 pub mod spec;
 pub mod tap;
+pub mod xdp;
+pub mod xsk;
 
 use std::os::fd::RawFd;
 
@@ -42,6 +50,12 @@ pub trait Nic: Send {
     /// Capabilities.
     fn caps(&self) -> NicCaps;
 
+    /// The name and how the device runs, for stackdump
+    /// (`xdp:eth0 native zero-copy 4q`).
+    fn describe(&self) -> String {
+        self.name()
+    }
+
     /// Receives up to `out.len()` frames into buffers from the stack's pool;
     /// returns how many were written to `out` (the caller owns them).
     fn receive(
@@ -68,6 +82,36 @@ pub trait Nic: Send {
     fn next_deadline(&self) -> Option<u64> {
         None
     }
+
+    /// The interface configuration the device's host gives it (address,
+    /// prefix, gateway, MTU, MAC read from the kernel), for devices the
+    /// stack shares with the kernel; None if the user must give one.
+    fn iface(&self) -> Option<rbypass_stack::IfaceConfig> {
+        None
+    }
+
+    /// Connects the device to the stack's memory, once the stack exists (an
+    /// AF_XDP device registers the packet buffers as its UMEM and posts
+    /// receive buffers). An error leaves the device unusable.
+    fn attach(&mut self, _core: &mut Core<'_>) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// Brings the device's kernel-side filter in line with the flows the
+    /// stack owns now (see [`flow::FlowSet`]), so it steers exactly those
+    /// frames to the stack and leaves the rest to the kernel. Called before
+    /// every transmit burst (a SYN must not leave before its SYN-ACK is
+    /// steered). Devices that see only the stack's traffic (loopback, TAP)
+    /// have nothing to do.
+    fn sync_flows(&mut self, _core: &Core<'_>) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// File descriptors a process that carries the stack on after the app
+    /// exits (the linger process) must keep for this device.
+    fn keep_fds(&self) -> Vec<RawFd> {
+        self.wait_fd().into_iter().collect()
+    }
 }
 
 impl<N: Nic + ?Sized> Nic for Box<N> {
@@ -76,6 +120,9 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     }
     fn caps(&self) -> NicCaps {
         (**self).caps()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
     }
     fn receive(
         &mut self,
@@ -98,5 +145,17 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     }
     fn next_deadline(&self) -> Option<u64> {
         (**self).next_deadline()
+    }
+    fn sync_flows(&mut self, core: &Core<'_>) -> std::io::Result<()> {
+        (**self).sync_flows(core)
+    }
+    fn iface(&self) -> Option<rbypass_stack::IfaceConfig> {
+        (**self).iface()
+    }
+    fn attach(&mut self, core: &mut Core<'_>) -> std::io::Result<()> {
+        (**self).attach(core)
+    }
+    fn keep_fds(&self) -> Vec<RawFd> {
+        (**self).keep_fds()
     }
 }

@@ -1,10 +1,11 @@
-//! NIC specifications as users write them (`loop`, `tap:NAME`), parsed into
-//! a device. Backends that later issues add (`xdp:`, `packet:`, `vfio:`)
-//! are recognised and refused with a clear message.
+//! NIC specifications as users write them (`loop`, `tap:NAME`, `xdp:IFACE`,
+//! `packet:IFACE`), parsed into a device. `vfio:` is recognised and refused
+//! with a clear message until that backend exists.
 
 use crate::fault::{FaultConfig, FaultSpecError, FaultyNic};
 use crate::loopback::LoopbackNic;
 use crate::tap::{TapError, TapNic};
+use crate::xdp::{XdpError, XdpNic};
 use crate::Nic;
 
 /// A parsed NIC specification.
@@ -14,19 +15,25 @@ pub enum NicSpec {
     Loop,
     /// A TAP device with this name (created if it does not exist).
     Tap(String),
+    /// AF_XDP on an existing interface the kernel keeps using.
+    Xdp(String),
+    /// AF_PACKET on an existing interface (where XDP is unavailable).
+    Packet(String),
 }
 
 /// Errors of parsing or opening a NIC spec.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("bad NIC spec {0:?}: expected `loop` or `tap:NAME`")]
+    #[error("bad NIC spec {0:?}: expected `loop`, `tap:NAME`, `xdp:IFACE` or `packet:IFACE`")]
     Bad(String),
-    #[error("NIC spec {0:?}: the {1} backend is not available in this build yet; use `loop` or `tap:NAME`")]
+    #[error("NIC spec {0:?}: the {1} backend is not available in this build yet; use `loop`, `tap:NAME`, `xdp:IFACE` or `packet:IFACE`")]
     NotYet(String, &'static str),
     #[error(transparent)]
     Tap(#[from] TapError),
     #[error(transparent)]
     Faults(#[from] FaultSpecError),
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
 }
 
 impl std::str::FromStr for NicSpec {
@@ -37,8 +44,8 @@ impl std::str::FromStr for NicSpec {
         match s.split_once(':') {
             None if s == "loop" || s == "lo" => Ok(NicSpec::Loop),
             Some(("tap", name)) if !name.is_empty() => Ok(NicSpec::Tap(name.to_string())),
-            Some(("xdp", _)) => Err(SpecError::NotYet(s.into(), "AF_XDP")),
-            Some(("packet", _)) => Err(SpecError::NotYet(s.into(), "AF_PACKET")),
+            Some(("xdp", name)) if !name.is_empty() => Ok(NicSpec::Xdp(name.to_string())),
+            Some(("packet", name)) if !name.is_empty() => Ok(NicSpec::Packet(name.to_string())),
             Some(("vfio", _)) => Err(SpecError::NotYet(s.into(), "VFIO")),
             _ => Err(SpecError::Bad(s.into())),
         }
@@ -50,6 +57,8 @@ impl std::fmt::Display for NicSpec {
         match self {
             NicSpec::Loop => f.write_str("loop"),
             NicSpec::Tap(n) => write!(f, "tap:{n}"),
+            NicSpec::Xdp(n) => write!(f, "xdp:{n}"),
+            NicSpec::Packet(n) => write!(f, "packet:{n}"),
         }
     }
 }
@@ -60,6 +69,10 @@ impl NicSpec {
         let nic: Box<dyn Nic> = match self {
             NicSpec::Loop => Box::new(LoopbackNic::default()),
             NicSpec::Tap(name) => Box::new(TapNic::open(name)?),
+            NicSpec::Xdp(name) => Box::new(XdpNic::open(name)?),
+            NicSpec::Packet(name) => {
+                return Err(SpecError::NotYet(format!("packet:{name}"), "AF_PACKET"))
+            }
         };
         match FaultConfig::from_env()? {
             Some(cfg) if cfg.is_active() => {
@@ -82,10 +95,15 @@ mod tests {
             "tap:rbt0".parse::<NicSpec>().unwrap(),
             NicSpec::Tap("rbt0".into())
         );
+        assert_eq!(
+            "xdp:eth0".parse::<NicSpec>().unwrap(),
+            NicSpec::Xdp("eth0".into())
+        );
         assert!(matches!(
-            "xdp:eth0".parse::<NicSpec>(),
+            "vfio:0000:03:00.0".parse::<NicSpec>(),
             Err(SpecError::NotYet(..))
         ));
+        assert!(matches!("xdp:".parse::<NicSpec>(), Err(SpecError::Bad(_))));
         assert!(matches!("tap:".parse::<NicSpec>(), Err(SpecError::Bad(_))));
         assert!(matches!("wifi".parse::<NicSpec>(), Err(SpecError::Bad(_))));
         assert_eq!(NicSpec::Tap("x".into()).to_string(), "tap:x");
