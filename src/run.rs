@@ -14,10 +14,21 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
         "RBYPASS_NAME",
         "stack name shared by processes (empty: a private stack per process)",
     ),
-    ("RBYPASS_NIC", "NIC spec: loop (default), tap:NAME"),
+    (
+        "RBYPASS_NIC",
+        "NIC spec: loop (default), tap:NAME, xdp:IFACE, packet:IFACE",
+    ),
+    (
+        "RBYPASS_NO_FAIL",
+        "1 (default): a device that cannot be used leaves the app on the kernel; 0: exit 1",
+    ),
+    (
+        "RBYPASS_XDP_MODE",
+        "generic: attach the XDP program in generic (skb) mode even if the driver has native XDP",
+    ),
     (
         "RBYPASS_IP",
-        "the stack's address on a device NIC, a.b.c.d/len (tap: required)",
+        "the stack's address on a device NIC, a.b.c.d/len (tap: required; xdp/packet: the interface's)",
     ),
     ("RBYPASS_GATEWAY", "default gateway of a device NIC stack"),
     (
@@ -45,10 +56,11 @@ pub struct Args {
     /// Share one stack between every process started with this name.
     #[arg(long)]
     name: Option<String>,
-    /// NIC spec: loop, tap:NAME.
+    /// NIC spec: loop, tap:NAME, xdp:IFACE, packet:IFACE.
     #[arg(long)]
     nic: Option<String>,
-    /// The stack's address on a device NIC (tap), a.b.c.d/len.
+    /// The stack's address on a device NIC, a.b.c.d/len (tap: required;
+    /// xdp/packet: defaults to the interface's own).
     #[arg(long)]
     ip: Option<String>,
     /// latency (spin in blocking calls), throughput, or safe (short spins).
@@ -98,14 +110,26 @@ fn find_library() -> Result<PathBuf, String> {
 /// Runs the program (does not return on success).
 pub fn run(a: Args) -> Result<(), String> {
     let lib = find_library()?;
+    let mut accelerate = true;
+    let mut is_tap = false;
     if let Some(spec) = &a.nic {
         let parsed = spec
             .parse::<rbypass_nic::spec::NicSpec>()
             .map_err(|e| e.to_string())?;
-        if let rbypass_nic::spec::NicSpec::Tap(name) = &parsed {
-            // Fail here, in one line, rather than leave the app on the
-            // kernel: open the device once (privileges, name, driver).
-            rbypass_nic::tap::TapNic::open(name).map_err(|e| format!("--nic {spec}: {e}"))?;
+        is_tap = matches!(parsed, rbypass_nic::spec::NicSpec::Tap(_));
+        if parsed != rbypass_nic::spec::NicSpec::Loop {
+            // Say what is wrong here, in one line, rather than in the app's
+            // log: open the device once (privileges, name, driver).
+            if let Err(e) = parsed.open() {
+                let no_fail = std::env::var("RBYPASS_NO_FAIL").map_or(true, |v| v.trim() != "0");
+                if !no_fail {
+                    return Err(format!("--nic {spec}: {e}"));
+                }
+                eprintln!(
+                    "rbypass: warning: --nic {spec}: {e}; running without acceleration (RBYPASS_NO_FAIL=0 makes this an error)"
+                );
+                accelerate = false;
+            }
         }
     }
     if let Some(n) = &a.name {
@@ -127,8 +151,7 @@ pub fn run(a: Args) -> Result<(), String> {
     if let Some(ip) = &a.ip {
         env.push(("RBYPASS_IP".into(), ip.clone()));
     }
-    let device = a.nic.as_deref().is_some_and(|n| n != "loop" && n != "lo");
-    if device && a.ip.is_none() && std::env::var_os("RBYPASS_IP").is_none() {
+    if is_tap && a.ip.is_none() && std::env::var_os("RBYPASS_IP").is_none() {
         return Err(format!(
             "--nic {} needs the stack's address: add --ip a.b.c.d/len (from the device's subnet, not the kernel's address on it)",
             a.nic.as_deref().unwrap_or_default()
@@ -167,10 +190,11 @@ pub fn run(a: Args) -> Result<(), String> {
         .cmd
         .split_first()
         .ok_or("nothing to run: rbypass run [OPTIONS] -- PROGRAM [ARGS...]")?;
-    let err = std::process::Command::new(prog)
-        .args(args)
-        .envs(env)
-        .env("LD_PRELOAD", preload)
-        .exec();
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(args).envs(env);
+    if accelerate {
+        cmd.env("LD_PRELOAD", preload);
+    }
+    let err = cmd.exec();
     Err(format!("cannot run {}: {err}", prog.to_string_lossy()))
 }

@@ -81,7 +81,7 @@ fn list() -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<20} {:>8} {:>6} {:>8} {:>13} {:<9} {:<18}",
+        "{:<20} {:>8} {:>6} {:>8} {:>13} {:<9} {:<38} NIC",
         "STACK", "CREATOR", "ALIVE", "SOCKETS", "BUFS", "LOCK", "IFACE"
     );
     for (path, a) in arenas(None) {
@@ -96,16 +96,15 @@ fn list() -> String {
                 };
                 let _ = writeln!(
                     s,
-                    "{:<20} {:>8} {:>6} {:>8} {:>13} {:<9} {}/{} {}",
+                    "{:<20} {:>8} {:>6} {:>8} {:>13} {:<9} {:<38} {}",
                     display_name(&a),
                     h.creator_pid,
                     if alive(h.creator_pid) { "yes" } else { "no" },
                     p.sockets_in_use,
                     format!("{}/{}", p.bufs_in_use, h.config.max_bufs),
                     lock,
-                    p.iface.ip(),
-                    p.iface.prefix_len,
-                    p.iface.mac(),
+                    format!("{}/{} {}", p.iface.ip(), p.iface.prefix_len, p.iface.mac()),
+                    p.nic_desc(),
                 );
             }
             Err(e) => {

@@ -81,12 +81,19 @@ fn linger<'a>(st: &'a crate::state::State, mut c: StackGuard<'a>) -> Option<Stac
         drop(c);
         return None;
     }
-    // SAFETY: closing every fd but the device's, naming the process.
+    // SAFETY: closing every fd but the device's (sorted), naming the process.
     unsafe {
-        if fd > 0 {
-            libc::syscall(libc::SYS_close_range, 0u32, (fd - 1) as u32, 0u32);
+        let mut from: u32 = 0;
+        for &k in st.nic_keep_fds() {
+            if k < 0 {
+                continue;
+            }
+            if k as u32 > from {
+                libc::syscall(libc::SYS_close_range, from, (k - 1) as u32, 0u32);
+            }
+            from = k as u32 + 1;
         }
-        libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32);
         libc::prctl(libc::PR_SET_NAME, c"rbypass-linger".as_ptr());
     }
     let start = now_ns();

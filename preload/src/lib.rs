@@ -244,7 +244,12 @@ fn bind_both(st: &State, fd: c_int, e: Entry, a: SocketAddrV4, for_connect: bool
         c.udp_bind(e.id, SocketAddrV4::new(*a.ip(), port))
     };
     match r {
-        Ok(_) => 0,
+        Ok(_) => {
+            // A device steers the new port to the stack now, before a peer's
+            // first segment can reach the kernel instead.
+            st.flush(&mut c, now_ns());
+            0
+        }
         Err(SockError::AddrInUse) if !for_connect && reuseport(fd) => {
             // The kernel gave the port to an SO_REUSEPORT group the stack
             // cannot balance yet: the kernel socket serves this fd, as bound.

@@ -78,7 +78,13 @@ pub struct State {
 struct NicSlot {
     nic: std::cell::UnsafeCell<Box<dyn Nic>>,
     wait_fd: Option<libc::c_int>,
+    /// The fds a linger process keeps (sorted), read once at start.
+    keep: [libc::c_int; MAX_KEEP_FDS],
+    keep_len: usize,
 }
+
+/// Most device fds a linger process keeps.
+const MAX_KEEP_FDS: usize = 32;
 
 // SAFETY: the device is only touched under the stack lock (see NicSlot).
 unsafe impl Sync for NicSlot {}
@@ -126,28 +132,57 @@ fn device_address() -> Option<(Ipv4Addr, u8, Option<Ipv4Addr>)> {
 }
 
 /// Opens the device of RBYPASS_NIC (None for `loop`) and the interface it
-/// gives the stack; Err: the app's sockets stay with the kernel.
+/// gives the stack: RBYPASS_IP if set, else what the kernel says of the
+/// interface (AF_XDP, AF_PACKET). Err: the app's sockets stay with the kernel.
 fn open_nic() -> Result<(Option<Box<dyn Nic>>, IfaceConfig), String> {
     let text = std::env::var("RBYPASS_NIC").unwrap_or_else(|_| "loop".into());
     let spec: NicSpec = text.parse().map_err(|e| format!("{e}"))?;
     if spec == NicSpec::Loop {
         return Ok((None, IfaceConfig::loopback()));
     }
-    let Some((ip, len, gw)) = device_address() else {
-        return Err(format!(
-            "RBYPASS_NIC={text} needs the stack's address: set RBYPASS_IP=a.b.c.d/len (and RBYPASS_GATEWAY)"
-        ));
-    };
     let nic = spec.open().map_err(|e| format!("{e}"))?;
     let caps = nic.caps();
-    Ok((Some(nic), IfaceConfig::new(caps.mac, ip, len, gw, caps.mtu)))
+    let iface = match (device_address(), nic.iface()) {
+        (Some((ip, len, gw)), from_kernel) => {
+            let gw = gw.or(from_kernel.and_then(|k| k.gateway()));
+            IfaceConfig::new(caps.mac, ip, len, gw, caps.mtu)
+        }
+        (None, Some(from_kernel)) => from_kernel,
+        (None, None) => {
+            return Err(format!(
+                "RBYPASS_NIC={text} needs the stack's address: set RBYPASS_IP=a.b.c.d/len (and RBYPASS_GATEWAY)"
+            ))
+        }
+    };
+    Ok((Some(nic), iface))
+}
+
+/// RBYPASS_NO_FAIL (on unless set to 0): whether a device that cannot be
+/// used leaves the app running on the kernel's sockets rather than ending it.
+fn no_fail() -> bool {
+    std::env::var("RBYPASS_NO_FAIL").map_or(true, |v| v.trim() != "0")
+}
+
+/// The device could not be used: carry on with the kernel, or end the
+/// process if the user asked (RBYPASS_NO_FAIL=0).
+fn device_failed(e: &str) {
+    if no_fail() {
+        crate::rlog!(
+            Warn,
+            "{e}; sockets stay with the kernel (RBYPASS_NO_FAIL=0 makes this fatal)"
+        );
+    } else {
+        crate::rlog!(Error, "{e}; exiting (RBYPASS_NO_FAIL=0)");
+        // SAFETY: ends the process, as the user asked.
+        unsafe { libc::_exit(1) };
+    }
 }
 
 fn build() -> Option<State> {
     let (nic, iface) = match open_nic() {
         Ok(x) => x,
         Err(e) => {
-            crate::rlog!(Warn, "{e}; sockets stay with the kernel");
+            device_failed(&e);
             return None;
         }
     };
@@ -208,10 +243,37 @@ fn build() -> Option<State> {
         }
         crate::rlog!(Debug, "adopted {} sockets across exec", h.fds.len());
     }
-    let nic = nic.map(|n| NicSlot {
-        wait_fd: n.wait_fd(),
-        nic: std::cell::UnsafeCell::new(n),
-    });
+    let nic = match nic {
+        None => None,
+        Some(mut n) => {
+            let attached = {
+                let mut c = stack.lock();
+                let r = n.attach(&mut c);
+                if r.is_ok() {
+                    c.set_nic_desc(&n.describe());
+                }
+                r
+            };
+            if let Err(e) = attached {
+                device_failed(&format!("{}: {e}", n.name()));
+                return None;
+            }
+            let mut keep = [-1; MAX_KEEP_FDS];
+            let mut fds = n.keep_fds();
+            fds.sort_unstable();
+            fds.dedup();
+            for (k, fd) in keep.iter_mut().zip(&fds) {
+                *k = *fd;
+            }
+            crate::rlog!(Info, "device {} attached", n.name());
+            Some(NicSlot {
+                wait_fd: n.wait_fd(),
+                keep_len: fds.len().min(MAX_KEEP_FDS),
+                keep,
+                nic: std::cell::UnsafeCell::new(n),
+            })
+        }
+    };
     Some(State {
         stack,
         table,
@@ -289,6 +351,11 @@ impl State {
     /// The device's fd that turns readable when frames arrive (None: loop).
     pub fn nic_fd(&self) -> Option<libc::c_int> {
         self.nic.as_ref().and_then(|n| n.wait_fd)
+    }
+
+    /// The fds a linger process must keep for the device (sorted).
+    pub fn nic_keep_fds(&self) -> &[libc::c_int] {
+        self.nic.as_ref().map_or(&[], |n| &n.keep[..n.keep_len])
     }
 
     /// Whether this stack drives a real device (not the loopback).
