@@ -3,7 +3,9 @@
 //! a UDP and a TCP echo served by the stack in namespace B, used by kernel
 //! sockets in namespace A, while the kernel of B keeps serving what the stack
 //! does not own on the same address (a TCP server on another port, ping).
-//! Run with native XDP on one and on two queues, and with generic XDP.
+//! Run with native XDP on one and on two queues, with generic XDP, and over
+//! the AF_PACKET backend (which must keep the stack's flows from the kernel
+//! with its TC program, or the kernel would reset the stack's connections).
 //!
 //! Needs root; without it the tests print "skipped" and pass.
 
@@ -17,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rbypass_nic::driver::Driver;
+use rbypass_nic::packet::PacketNic;
 use rbypass_nic::xdp::{XdpMode, XdpNic};
 use rbypass_nic::Nic;
 use rbypass_stack::{clock, SockError, SocketId, Stack, StackConfig};
@@ -60,6 +63,13 @@ impl Drop for StackHost {
     }
 }
 
+/// Which device the stack uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Backend {
+    Xdp(Option<XdpMode>),
+    Packet,
+}
+
 /// One echo connection: bytes read and not yet written back.
 struct Conn {
     id: SocketId,
@@ -70,12 +80,28 @@ struct Conn {
 /// Starts the stack on `ifname` of namespace `ns` (its thread enters the
 /// namespace, so the device and netlink sockets are that namespace's), with
 /// a UDP echo and a TCP echo server.
-fn start_stack(ns: &str, ifname: &str, mode: Option<XdpMode>) -> StackHost {
+fn start_stack(ns: &str, ifname: &str, backend: Backend) -> StackHost {
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let (ns, ifname, stop2) = (ns.to_string(), ifname.to_string(), stop.clone());
     let worker = std::thread::spawn(move || {
-        in_netns(&ns, move || serve(&ifname, mode, &stop2, ready_tx)).expect("enter namespace")
+        in_netns(&ns, move || match backend {
+            Backend::Xdp(mode) => match XdpNic::open_mode(&ifname, mode) {
+                Ok(nic) => serve(nic, &stop2, ready_tx, |n| n.rx_frames_per_queue().to_vec()),
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    panic!("{e}");
+                }
+            },
+            Backend::Packet => match PacketNic::open(&ifname) {
+                Ok(nic) => serve(nic, &stop2, ready_tx, |n| vec![n.stats().rx_frames]),
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    panic!("{e}");
+                }
+            },
+        })
+        .expect("enter namespace")
     });
     match ready_rx.recv_timeout(Duration::from_secs(20)) {
         Ok(Ok(())) => {}
@@ -88,19 +114,12 @@ fn start_stack(ns: &str, ifname: &str, mode: Option<XdpMode>) -> StackHost {
     }
 }
 
-fn serve(
-    ifname: &str,
-    mode: Option<XdpMode>,
+fn serve<N: Nic>(
+    mut nic: N,
     stop: &AtomicBool,
     ready: mpsc::Sender<Result<(), String>>,
+    per_queue: impl Fn(&N) -> Vec<u64>,
 ) -> Report {
-    let mut nic = match XdpNic::open_mode(ifname, mode) {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            panic!("{e}");
-        }
-    };
     let iface = nic.iface().expect("the interface has an address");
     let stack = Arc::new(Stack::create_private(&StackConfig::default(), iface).unwrap());
     let (udp, listener) = {
@@ -179,7 +198,7 @@ fn serve(
     Report {
         describe,
         rx_frames,
-        per_queue: driver.nic().rx_frames_per_queue().to_vec(),
+        per_queue: per_queue(driver.nic()),
         udp_echoed,
         tcp_echoed,
     }
@@ -240,7 +259,7 @@ fn tcp_client(stream: TcpStream) {
     assert!(got == data, "echoed bytes differ");
 }
 
-fn run_case(tag: &str, subnet: u8, queues: u32, mode: Option<XdpMode>) {
+fn run_case(tag: &str, subnet: u8, queues: u32, backend: Backend) {
     if !have_root_and_netns() {
         eprintln!("skipped: needs root and network namespaces");
         return;
@@ -258,16 +277,17 @@ fn run_case(tag: &str, subnet: u8, queues: u32, mode: Option<XdpMode>) {
         let (mut s, _) = kernel_listener.accept().unwrap();
         s.write_all(b"kernel here").unwrap();
     });
-    if mode == Some(XdpMode::Generic) {
+    if backend != Backend::Xdp(None) {
         // Generic XDP passes a GSO super-frame whole, which no UMEM frame
-        // holds: the sender must segment (the stack warns when it sees drops).
+        // holds, and a packet ring truncates it: the sender must segment
+        // (the stack warns when it sees such frames).
         let off = hosts
             .a
             .exec(&["ethtool", "-K", &hosts.if_a, "tso", "off", "gso", "off"])
             .unwrap();
         assert!(off.status.success(), "ethtool: {off:?}");
     }
-    let host = start_stack(&b, &hosts.if_b, mode);
+    let host = start_stack(&b, &hosts.if_b, backend);
 
     let udp = in_netns(&a, || UdpSocket::bind("0.0.0.0:0").unwrap()).unwrap();
     let start = Instant::now();
@@ -334,7 +354,11 @@ fn run_case(tag: &str, subnet: u8, queues: u32, mode: Option<XdpMode>) {
         r.describe,
         TCP_BYTES >> 20
     );
-    assert!(r.describe.starts_with("xdp:"), "{}", r.describe);
+    let prefix = match backend {
+        Backend::Xdp(_) => "xdp:",
+        Backend::Packet => "packet:",
+    };
+    assert!(r.describe.starts_with(prefix), "{}", r.describe);
     assert!(u64::from(DATAGRAMS) <= r.udp_echoed);
     assert!(r.tcp_echoed >= 4 * TCP_BYTES as u64);
     assert!(
@@ -343,23 +367,31 @@ fn run_case(tag: &str, subnet: u8, queues: u32, mode: Option<XdpMode>) {
         r.rx_frames
     );
     assert_eq!(r.per_queue.len(), queues as usize);
-    match mode {
-        Some(XdpMode::Generic) => assert!(r.describe.contains("generic"), "{}", r.describe),
-        _ => assert!(r.describe.contains("native"), "{}", r.describe),
+    match backend {
+        Backend::Xdp(Some(XdpMode::Generic)) => {
+            assert!(r.describe.contains("generic"), "{}", r.describe)
+        }
+        Backend::Xdp(_) => assert!(r.describe.contains("native"), "{}", r.describe),
+        Backend::Packet => {}
     }
 }
 
 #[test]
 fn xdp_native_one_queue() {
-    run_case("xn", 70, 1, None);
+    run_case("xn", 70, 1, Backend::Xdp(None));
 }
 
 #[test]
 fn xdp_native_two_queues() {
-    run_case("xq", 71, 2, None);
+    run_case("xq", 71, 2, Backend::Xdp(None));
 }
 
 #[test]
 fn xdp_generic_mode() {
-    run_case("xg", 72, 1, Some(XdpMode::Generic));
+    run_case("xg", 72, 1, Backend::Xdp(Some(XdpMode::Generic)));
+}
+
+#[test]
+fn packet_backend() {
+    run_case("xp", 73, 1, Backend::Packet);
 }

@@ -34,6 +34,15 @@ pub struct ControlPlane {
     resolving: [(Ipv4Addr, u64); 8],
 }
 
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("ifindex", &self.ifindex)
+            .field("snapshot", &self.snapshot)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ControlPlane {
     /// Reads the interface `ifname` and subscribes to its changes.
     pub fn open(ifname: &str) -> Result<ControlPlane, NetlinkError> {
@@ -108,6 +117,15 @@ impl ControlPlane {
         self.next_poll = self.next_poll.min(now + RESOLVING_INTERVAL_NS);
         if let Err(e) = self.nl.neigh_resolve(self.ifindex, ip) {
             tracing::debug!("asking the kernel to resolve {ip}: {e}");
+        }
+    }
+
+    /// Looks at a frame the stack transmits: an ARP request means the stack
+    /// needs a neighbour, which the kernel then resolves for both.
+    pub fn watch_tx(&mut self, frame: &[u8], now: u64) {
+        if frame.len() >= 42 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 1] {
+            let target = Ipv4Addr::new(frame[38], frame[39], frame[40], frame[41]);
+            self.resolve(target, now);
         }
     }
 

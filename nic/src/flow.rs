@@ -3,9 +3,12 @@
 //! (protocol, destination address, destination port) matches a [`FlowKey`],
 //! or the same with the address 0.0.0.0 (a socket bound to any address).
 
+use std::io;
 use std::net::Ipv4Addr;
 
 use rbypass_stack::Core;
+
+use crate::bpf::Map;
 
 /// IP protocol numbers of the flows.
 pub mod proto {
@@ -120,6 +123,42 @@ impl FlowSet {
     pub fn keys(&self) -> &[FlowKey] {
         &self.keys
     }
+}
+
+/// Makes the BPF hash `map` (which holds `installed`) hold `new` instead,
+/// with one update or delete per difference; both lists are sorted. On an
+/// error `installed` is what the map holds.
+pub fn mirror(map: &Map, installed: &mut Vec<FlowKey>, new: &[FlowKey]) -> io::Result<()> {
+    let old = std::mem::take(installed);
+    let (mut i, mut j) = (0, 0);
+    let result = loop {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                installed.push(*a);
+                i += 1;
+                j += 1;
+            }
+            (Some(a), b) if b.is_none_or(|b| a < b) => {
+                if let Err(e) = map.delete(&a.as_bytes()) {
+                    installed.push(*a);
+                    installed.extend_from_slice(&old[i + 1..]);
+                    break Err(e);
+                }
+                i += 1;
+            }
+            (_, Some(b)) => {
+                if let Err(e) = map.update(&b.as_bytes(), &1u32.to_ne_bytes()) {
+                    installed.extend_from_slice(&old[i..]);
+                    break Err(e);
+                }
+                installed.push(*b);
+                j += 1;
+            }
+            _ => break Ok(()),
+        }
+    };
+    installed.sort_unstable();
+    result
 }
 
 #[cfg(test)]

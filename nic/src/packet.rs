@@ -18,13 +18,16 @@
 //! else never enters the ring. A drop-all filter is attached before the
 //! socket is bound, so no frame of other flows is ever queued.
 //!
-//! **The kernel still sees every frame.** An AF_PACKET socket receives a
-//! *copy*: the kernel goes on to process the original, and would answer a
-//! TCP segment for a port only the stack owns with a RST (and a UDP datagram
-//! with ICMP port unreachable, unless a kernel socket holds the port, as the
-//! preload library's shadow sockets do). Dropping the stack's flows in the
-//! kernel after the packet tap has seen them needs a TC ingress program on
-//! [`PacketNic::ifindex`]; that is not done here.
+//! An AF_PACKET socket receives a *copy*: the kernel would go on to process
+//! the original, answering a TCP segment for a port only the stack owns
+//! with a RST, or handing it to the preload library's kernel socket behind
+//! the same port. So a TC ingress program (tcx, the same assembled flow
+//! matcher as the XDP backend's, [`crate::flow_prog`]) drops the stack's
+//! flows after the packet tap has seen them; it is attached by a BPF link and
+//! goes when the last process holding it exits.
+//!
+//! The interface's address, routes and neighbours come from the kernel
+//! through the [`ControlPlane`], as for `xdp:`.
 //!
 //! Frames larger than a packet buffer (or truncated by the ring, typically
 //! GRO/LRO aggregates: `ethtool -K IFACE gro off lro off`) are dropped and
@@ -39,9 +42,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rbypass_stack::pool::{rx_csum, BUF_SIZE, MAX_FRAME};
 use rbypass_stack::wire::EthernetAddress;
-use rbypass_stack::{BufId, Core};
+use rbypass_stack::{BufId, Core, IfaceConfig};
 
-use crate::flow::{proto, FlowKey, FlowSet};
+use crate::bpf::{attach_type, prog_type, Link, Map, Program};
+use crate::ctl::ControlPlane;
+use crate::flow::{self, proto, FlowKey, FlowSet};
+use crate::flow_prog::{self, Flavour};
+use crate::netlink::NetlinkError;
 use crate::{Nic, NicCaps};
 
 /// `TPACKET_V2` of `enum tpacket_versions`.
@@ -80,6 +87,10 @@ pub enum PacketError {
     /// The interface does not carry Ethernet frames.
     #[error("packet:{0}: not an Ethernet interface (ARP hardware type {1}); packet: needs Ethernet framing (a TUN or loopback device will not do)")]
     NotEthernet(String, u16),
+    /// The TC ingress program that hides the stack's flows from the kernel
+    /// could not be attached.
+    #[error("packet:{0}: cannot attach the TC ingress program that keeps the stack's flows from the kernel ({1}): it needs CAP_BPF and CAP_NET_ADMIN (run as root) and Linux 6.6 or later (tcx)")]
+    KernelDrop(String, #[source] io::Error),
     /// Any other failure, with the step that failed.
     #[error("packet:{0}: {1}: {2}")]
     Io(String, &'static str, #[source] io::Error),
@@ -138,6 +149,36 @@ impl Ring {
     }
 }
 
+/// The TC ingress program dropping the stack's flows in the kernel, and the
+/// map of flows it matches.
+#[derive(Debug)]
+struct KernelDrop {
+    map: Map,
+    _prog: Program,
+    link: Link,
+    installed: Vec<FlowKey>,
+}
+
+impl KernelDrop {
+    fn attach(ifindex: u32) -> io::Result<KernelDrop> {
+        let map = flow_prog::flow_map()?;
+        let insns = flow_prog::program(&map, Flavour::TcDrop)?;
+        let prog = Program::load(
+            prog_type::SCHED_CLS,
+            &insns,
+            "rbypass_tcdrop",
+            attach_type::TCX_INGRESS,
+        )?;
+        let link = Link::create(&prog, ifindex, attach_type::TCX_INGRESS, 0)?;
+        Ok(KernelDrop {
+            map,
+            _prog: prog,
+            link,
+            installed: Vec::new(),
+        })
+    }
+}
+
 /// A stack's AF_PACKET device.
 #[derive(Debug)]
 pub struct PacketNic {
@@ -161,6 +202,8 @@ pub struct PacketNic {
     /// drop-all filter of `open` is still installed).
     filter_ip: Option<Ipv4Addr>,
     stats: PacketStats,
+    ctl: ControlPlane,
+    kernel_drop: KernelDrop,
 }
 
 // SAFETY: the raw pointers point into a mapping the `PacketNic` owns alone
@@ -253,6 +296,14 @@ impl PacketNic {
                 _ => io_err("looking up the interface", e),
             });
         }
+
+        let ctl = ControlPlane::open(ifname).map_err(|e| match e {
+            NetlinkError::NoSuchLink(_) => PacketError::NoInterface(name.clone()),
+            NetlinkError::Io(e) => io_err("reading the interface", e),
+            e => io_err("reading the interface", io::Error::other(e)),
+        })?;
+        let kernel_drop =
+            KernelDrop::attach(ifindex).map_err(|e| PacketError::KernelDrop(name.clone(), e))?;
 
         let proto_be = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain system call with constant arguments.
@@ -350,6 +401,8 @@ impl PacketNic {
             flows: FlowSet::new(),
             filter_ip: None,
             stats: PacketStats::default(),
+            ctl,
+            kernel_drop,
         };
 
         setsockopt(
@@ -552,7 +605,21 @@ impl Nic for PacketNic {
         }
     }
 
-    fn receive(&mut self, core: &mut Core<'_>, out: &mut [BufId], _now: u64) -> io::Result<usize> {
+    fn iface(&self) -> Option<IfaceConfig> {
+        let max = (self.max_frame() - ETH_HLEN) as u16;
+        self.ctl.iface_config().map(|mut c| {
+            c.mtu = c.mtu.min(max);
+            c
+        })
+    }
+
+    fn attach(&mut self, core: &mut Core<'_>) -> io::Result<()> {
+        self.ctl.seed(core, core.now());
+        self.sync_flows(core)
+    }
+
+    fn receive(&mut self, core: &mut Core<'_>, out: &mut [BufId], now: u64) -> io::Result<usize> {
+        self.ctl.poll(core, now);
         if self.kick_pending {
             self.kick();
         }
@@ -636,7 +703,7 @@ impl Nic for PacketNic {
         Ok(n)
     }
 
-    fn transmit(&mut self, core: &mut Core<'_>, frames: &[BufId], _now: u64) -> io::Result<usize> {
+    fn transmit(&mut self, core: &mut Core<'_>, frames: &[BufId], now: u64) -> io::Result<usize> {
         let max = self.max_frame();
         let mut taken = 0;
         let mut queued = 0;
@@ -653,6 +720,7 @@ impl Nic for PacketNic {
                 taken += 1;
                 continue;
             }
+            self.ctl.watch_tx(frame, now);
             let i = self.tx_next;
             let status = self.tx.status(i).load(Ordering::Acquire);
             if status & libc::TP_STATUS_WRONG_FORMAT != 0 {
@@ -705,13 +773,29 @@ impl Nic for PacketNic {
         if !changed && self.filter_ip == Some(own_ip) {
             return Ok(());
         }
-        if let Err(e) = self.install_filter(own_ip) {
+        // The socket filter first, so the kernel never drops a frame of a
+        // flow the ring does not take yet.
+        let installed = self.install_filter(own_ip).and_then(|()| {
+            let d = &mut self.kernel_drop;
+            flow::mirror(&d.map, &mut d.installed, self.flows.keys())
+        });
+        if let Err(e) = installed {
             // Try again on the next call.
             self.flows.invalidate();
             return Err(e);
         }
         self.filter_ip = Some(own_ip);
         Ok(())
+    }
+
+    fn keep_fds(&self) -> Vec<RawFd> {
+        let mut v = vec![
+            self.fd.as_raw_fd(),
+            self.kernel_drop.link.fd(),
+            self.kernel_drop.map.fd(),
+        ];
+        v.extend(self.ctl.fds());
+        v
     }
 }
 

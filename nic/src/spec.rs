@@ -4,6 +4,7 @@
 
 use crate::fault::{FaultConfig, FaultSpecError, FaultyNic};
 use crate::loopback::LoopbackNic;
+use crate::packet::{PacketError, PacketNic};
 use crate::tap::{TapError, TapNic};
 use crate::xdp::{XdpError, XdpNic};
 use crate::Nic;
@@ -34,6 +35,8 @@ pub enum SpecError {
     Faults(#[from] FaultSpecError),
     #[error(transparent)]
     Xdp(#[from] XdpError),
+    #[error(transparent)]
+    Packet(#[from] PacketError),
 }
 
 impl std::str::FromStr for NicSpec {
@@ -70,9 +73,7 @@ impl NicSpec {
             NicSpec::Loop => Box::new(LoopbackNic::default()),
             NicSpec::Tap(name) => Box::new(TapNic::open(name)?),
             NicSpec::Xdp(name) => Box::new(XdpNic::open(name)?),
-            NicSpec::Packet(name) => {
-                return Err(SpecError::NotYet(format!("packet:{name}"), "AF_PACKET"))
-            }
+            NicSpec::Packet(name) => Box::new(PacketNic::open(name)?),
         };
         match FaultConfig::from_env()? {
             Some(cfg) if cfg.is_active() => {

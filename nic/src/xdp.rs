@@ -10,7 +10,6 @@
 //! the last process holding the link exits, however it exits.
 
 use std::io;
-use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use rbypass_stack::pool::{rx_csum, BUF_SIZE};
@@ -19,7 +18,7 @@ use rbypass_stack::{BufId, Core, IfaceConfig};
 
 use crate::bpf::{attach_type, map_type, prog_type, xdp_flags, Link, Map, Program};
 use crate::ctl::ControlPlane;
-use crate::flow::{FlowKey, FlowSet};
+use crate::flow::{self, FlowKey, FlowSet};
 use crate::flow_prog::{self, Flavour};
 use crate::netlink::NetlinkError;
 use crate::xsk::{bind_flags, Desc, RingSizes, Xsk};
@@ -478,15 +477,6 @@ impl XdpNic {
             self.dropped = dropped;
         }
     }
-
-    /// An outgoing ARP request means the stack needs a neighbour: the
-    /// kernel resolves it for both (see [`crate::ctl`]).
-    fn watch_arp(&mut self, frame: &[u8], now: u64) {
-        if frame.len() >= 42 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 1] {
-            let target = Ipv4Addr::new(frame[38], frame[39], frame[40], frame[41]);
-            self.ctl.resolve(target, now);
-        }
-    }
 }
 
 impl Nic for XdpNic {
@@ -608,7 +598,7 @@ impl Nic for XdpNic {
             let f = core.pool.frame(b);
             let k = f.len().min(42);
             head[..k].copy_from_slice(&f[..k]);
-            self.watch_arp(&head[..k], now);
+            self.ctl.watch_tx(&head[..k], now);
         }
         Ok(n as usize)
     }
@@ -624,30 +614,10 @@ impl Nic for XdpNic {
         if !self.flows.refresh(core) {
             return Ok(());
         }
-        let new = self.flows.keys();
-        // Both lists are sorted: one merge pass finds what went and what came.
-        let (mut i, mut j) = (0, 0);
-        let old = &self.installed;
-        let map = &self.steering.flows;
-        while i < old.len() || j < new.len() {
-            match (old.get(i), new.get(j)) {
-                (Some(a), Some(b)) if a == b => {
-                    i += 1;
-                    j += 1;
-                }
-                (Some(a), b) if b.is_none_or(|b| a < b) => {
-                    map.delete(&a.as_bytes())?;
-                    i += 1;
-                }
-                (_, Some(b)) => {
-                    map.update(&b.as_bytes(), &1u32.to_ne_bytes())?;
-                    j += 1;
-                }
-                _ => break,
-            }
+        if let Err(e) = flow::mirror(&self.steering.flows, &mut self.installed, self.flows.keys()) {
+            self.flows.invalidate();
+            return Err(e);
         }
-        self.installed.clear();
-        self.installed.extend_from_slice(new);
         Ok(())
     }
 
