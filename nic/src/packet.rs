@@ -623,6 +623,9 @@ impl Nic for PacketNic {
         if self.kick_pending {
             self.kick();
         }
+        // The cursor is the stack's: another process (a fork child) may
+        // have moved it.
+        self.rx_next = core.nic_cursor()[0] as usize % self.rx.frames;
         let mut n = 0;
         while n < out.len() {
             let i = self.rx_next;
@@ -700,11 +703,13 @@ impl Nic for PacketNic {
                 .store(libc::TP_STATUS_KERNEL, Ordering::Release);
             self.rx_next = (i + 1) % self.rx.frames;
         }
+        core.nic_cursor()[0] = self.rx_next as u32;
         Ok(n)
     }
 
     fn transmit(&mut self, core: &mut Core<'_>, frames: &[BufId], now: u64) -> io::Result<usize> {
         let max = self.max_frame();
+        self.tx_next = core.nic_cursor()[1] as usize % self.tx.frames;
         let mut taken = 0;
         let mut queued = 0;
         for &b in frames {
@@ -757,6 +762,7 @@ impl Nic for PacketNic {
             queued += 1;
             self.stats.tx_frames += 1;
         }
+        core.nic_cursor()[1] = self.tx_next as u32;
         if queued > 0 || self.kick_pending {
             self.kick();
         }

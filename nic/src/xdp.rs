@@ -153,13 +153,9 @@ pub struct XdpNic {
     queues: u32,
     steering: Steering,
     xsks: Vec<Xsk>,
-    /// Buffers posted in each queue's fill ring.
-    posted: Vec<u32>,
     /// Frames received on each queue.
     rx_frames: Vec<u64>,
     fill_target: u32,
-    /// Frames handed to TX and not yet completed.
-    in_flight: u32,
     flows: FlowSet,
     installed: Vec<FlowKey>,
     epoll: Option<OwnedFd>,
@@ -272,10 +268,8 @@ impl XdpNic {
                 mode,
             },
             xsks: Vec::new(),
-            posted: Vec::new(),
             rx_frames: Vec::new(),
             fill_target: 0,
-            in_flight: 0,
             flows: FlowSet::new(),
             installed: Vec::new(),
             epoll: None,
@@ -382,7 +376,6 @@ impl XdpNic {
         // A quarter of the pool at most goes to the fill rings.
         let per_queue = core.pool.capacity() / 4 / self.queues.max(1);
         self.fill_target = per_queue.clamp(16, FILL_MAX);
-        self.posted = vec![0; xsks.len()];
         self.rx_frames = vec![0; xsks.len()];
         if xsks.len() > 1 {
             // SAFETY: plain epoll_create1.
@@ -413,9 +406,12 @@ impl XdpNic {
 
     /// Keeps every fill ring stocked with buffers from the pool.
     fn refill(&mut self, core: &mut Core<'_>) {
-        for (q, x) in self.xsks.iter_mut().enumerate() {
-            let want = self.fill_target.saturating_sub(self.posted[q]);
-            if want < 16 && self.posted[q] > 0 {
+        for x in self.xsks.iter_mut() {
+            // What the fill ring holds is read from the ring, not counted
+            // here: a fork child fills and drains it too.
+            let queued = x.fill.queued();
+            let want = self.fill_target.saturating_sub(queued);
+            if want < 16 && queued > 0 {
                 continue;
             }
             let n = x.fill.free(want).min(want);
@@ -430,7 +426,6 @@ impl XdpNic {
             }
             if put > 0 {
                 x.fill.submit(put);
-                self.posted[q] += put;
                 if x.fill.needs_wakeup() {
                     x.kick_rx();
                 }
@@ -448,7 +443,6 @@ impl XdpNic {
             }
             if n > 0 {
                 x.comp.release(n);
-                self.in_flight = self.in_flight.saturating_sub(n);
             }
         }
     }
@@ -546,7 +540,6 @@ impl Nic for XdpNic {
             }
             if ready > 0 {
                 x.rx.release(ready);
-                self.posted[q] = self.posted[q].saturating_sub(ready);
                 self.rx_frames[q] += u64::from(ready);
             }
             if n == out.len() {
@@ -581,7 +574,6 @@ impl Nic for XdpNic {
         }
         if n > 0 {
             x.tx.submit(n);
-            self.in_flight += n;
             // Copy mode transmits a bounded batch per kick: kick until done.
             let mut tries = n / 16 + 4;
             if !self.zerocopy || x.tx.needs_wakeup() {

@@ -177,13 +177,26 @@ impl<T: Copy> Ring<T> {
 
     /// Producer side: free slots, re-reading the consumer's index only when
     /// the cached view shows fewer than `want`.
+    ///
+    /// Our own index is re-read from the ring each time: every process
+    /// driving the stack's device (a fork child too) has its own copy of
+    /// this struct, and the ring's word is the one they all agree on (they
+    /// take turns under the stack lock).
     pub fn free(&mut self, want: u32) -> u32 {
-        let cached = self.size - self.local.wrapping_sub(self.remote);
-        if cached >= want {
-            return cached;
+        self.local = self.prod().load(Ordering::Relaxed);
+        let used = self.local.wrapping_sub(self.remote);
+        if used <= self.size && self.size - used >= want {
+            return self.size - used;
         }
         self.remote = self.cons().load(Ordering::Acquire);
         self.size - self.local.wrapping_sub(self.remote)
+    }
+
+    /// Producer side: entries published and not yet taken by the kernel.
+    pub fn queued(&mut self) -> u32 {
+        self.local = self.prod().load(Ordering::Relaxed);
+        self.remote = self.cons().load(Ordering::Acquire);
+        self.local.wrapping_sub(self.remote)
     }
 
     /// Producer side: writes entry `i` after the last published one.
@@ -199,10 +212,12 @@ impl<T: Copy> Ring<T> {
         self.prod().store(self.local, Ordering::Release);
     }
 
-    /// Consumer side: entries ready to read.
+    /// Consumer side: entries ready to read (our index re-read from the
+    /// ring, as in [`Ring::free`]).
     pub fn ready(&mut self) -> u32 {
+        self.local = self.cons().load(Ordering::Relaxed);
         let mut n = self.remote.wrapping_sub(self.local);
-        if n == 0 {
+        if n == 0 || n > self.size {
             self.remote = self.prod().load(Ordering::Acquire);
             n = self.remote.wrapping_sub(self.local);
         }

@@ -356,6 +356,10 @@ pub struct CoreState {
     /// or port, so a device filter knows to re-read the stack's flows.
     pub binding_gen: u32,
     pub icmp_refill_ns: u64,
+    /// Positions in a device's rings that every process driving the device
+    /// must agree on (a fork child drives it too, with its own copy of the
+    /// device's memory): the AF_PACKET ring cursors.
+    pub nic_cursor: [u32; 4],
 }
 
 /// Errors of creating or attaching an arena.

@@ -401,6 +401,12 @@ impl<'a> Core<'a> {
         self.st.binding_gen
     }
 
+    /// Ring positions of the device kept in the arena, so that every
+    /// process driving the device (a fork child too) sees the same ones.
+    pub fn nic_cursor(&mut self) -> &mut [u32; 4] {
+        &mut self.st.nic_cursor
+    }
+
     /// Calls `f(kind, local)` for every open socket with a local port: the
     /// flows a device filter must steer to the stack ([`socket::kind`]).
     pub fn for_each_binding(&self, mut f: impl FnMut(u8, SocketAddrV4)) {
