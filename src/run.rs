@@ -107,6 +107,14 @@ fn find_library() -> Result<PathBuf, String> {
     ))
 }
 
+/// Whether stack `name` exists and was last on device `spec`.
+fn drives(name: &str, spec: &rbypass_nic::spec::NicSpec) -> bool {
+    let path = rbypass_stack::arena::path_for_name(name);
+    rbypass_stack::arena::Arena::open_readonly(&path).is_ok_and(|a| {
+        a.snapshot().nic_desc().split_whitespace().next() == Some(spec.to_string().as_str())
+    })
+}
+
 /// Runs the program (does not return on success).
 pub fn run(a: Args) -> Result<(), String> {
     let lib = find_library()?;
@@ -119,8 +127,36 @@ pub fn run(a: Args) -> Result<(), String> {
         is_tap = matches!(parsed, rbypass_nic::spec::NicSpec::Tap(_));
         if parsed != rbypass_nic::spec::NicSpec::Loop {
             // Say what is wrong here, in one line, rather than in the app's
-            // log: open the device once (privileges, name, driver).
-            if let Err(e) = parsed.open() {
+            // log: open the device once (privileges, name, driver, address).
+            let name = a
+                .name
+                .clone()
+                .or_else(|| std::env::var("RBYPASS_NAME").ok());
+            let probe = match parsed.open() {
+                Err(rbypass_nic::spec::SpecError::Xdp(rbypass_nic::xdp::XdpError::Busy(_)))
+                    if name.as_deref().is_some_and(|n| drives(n, &parsed)) =>
+                {
+                    Err(format!(
+                        "stack {} already drives {parsed}: another process cannot join a stack on an AF_XDP device yet; start it from the stack's first process (its fork children share the device), or give it its own --name with packet:IFACE",
+                        name.unwrap_or_default()
+                    ))
+                }
+                Err(e) => Err(e.to_string()),
+                Ok(nic) => {
+                    let addressed = a.ip.is_some()
+                        || std::env::var_os("RBYPASS_IP").is_some()
+                        || nic.iface().is_some();
+                    if addressed || is_tap {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{}: the interface has no IPv4 address: give it one (`ip addr add A.B.C.D/LEN dev IFACE`) or set --ip",
+                            nic.name()
+                        ))
+                    }
+                }
+            };
+            if let Err(e) = probe {
                 let no_fail = std::env::var("RBYPASS_NO_FAIL").map_or(true, |v| v.trim() != "0");
                 if !no_fail {
                     return Err(format!("--nic {spec}: {e}"));

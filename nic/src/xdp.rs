@@ -47,7 +47,7 @@ pub enum XdpError {
     NoAddress(String),
     #[error("xdp:{0}: not permitted to {1}: AF_XDP needs CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF (run as root, or `setcap cap_net_admin,cap_net_raw,cap_bpf+ep` on the binary)")]
     Privilege(String, &'static str),
-    #[error("xdp:{0}: another XDP program is attached (see `ip link show {0}`); detach it (`ip link set dev {0} xdp off`) or use packet:{0}")]
+    #[error("xdp:{0}: another XDP program is attached, maybe another rbypass stack's (see `ip link show {0}` and `rbypass stackdump`): one AF_XDP stack per interface; run the processes on one stack (one --name, started from one process), detach the program (`ip link set dev {0} xdp off`), or use packet:{0}, which several stacks can share")]
     Busy(String),
     #[error("xdp:{0}: queue {1} is already used by another AF_XDP socket; stop the other application or use packet:{0}")]
     QueueBusy(String, u32),
