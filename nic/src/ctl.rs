@@ -91,6 +91,7 @@ impl ControlPlane {
     pub fn seed(&self, core: &mut Core<'_>, now: u64) {
         for n in &self.snapshot.neighbours {
             if let (true, Some(mac)) = (n.is_valid(), n.mac) {
+                tracing::debug!("neighbour {} is {:02x?} (from the kernel)", n.addr, mac);
                 core.arp_learn(n.addr, EthernetAddress(mac), now);
             }
         }
@@ -102,8 +103,10 @@ impl ControlPlane {
     }
 
     /// Asks the kernel to resolve `ip` (the stack sent an ARP request for
-    /// it); at most once per neighbour per [`RESOLVE_AGAIN_NS`].
-    pub fn resolve(&mut self, ip: Ipv4Addr, now: u64) {
+    /// it); at most once per neighbour per [`RESOLVE_AGAIN_NS`]. If the
+    /// kernel already knows the neighbour (its entry changes no state, so
+    /// no event would come), the stack learns it at once.
+    pub fn resolve(&mut self, core: &mut Core<'_>, ip: Ipv4Addr, now: u64) {
         let mut oldest = 0;
         for (i, &(a, at)) in self.resolving.iter().enumerate() {
             if a == ip && now.saturating_sub(at) < RESOLVE_AGAIN_NS {
@@ -118,14 +121,26 @@ impl ControlPlane {
         if let Err(e) = self.nl.neigh_resolve(self.ifindex, ip) {
             tracing::debug!("asking the kernel to resolve {ip}: {e}");
         }
+        match self.nl.neighbours(self.ifindex) {
+            Ok(ns) => {
+                if let Some(mac) = ns
+                    .iter()
+                    .find(|n| n.addr == ip && n.is_valid())
+                    .and_then(|n| n.mac)
+                {
+                    tracing::debug!("neighbour {ip} is {mac:02x?} (the kernel knew it)");
+                    core.arp_learn(ip, EthernetAddress(mac), now);
+                }
+            }
+            Err(e) => tracing::debug!("reading the kernel's neighbours: {e}"),
+        }
     }
 
     /// Looks at a frame the stack transmits: an ARP request means the stack
     /// needs a neighbour, which the kernel then resolves for both.
-    pub fn watch_tx(&mut self, frame: &[u8], now: u64) {
-        if frame.len() >= 42 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 1] {
-            let target = Ipv4Addr::new(frame[38], frame[39], frame[40], frame[41]);
-            self.resolve(target, now);
+    pub fn watch_tx(&mut self, core: &mut Core<'_>, frame: &[u8], now: u64) {
+        if let Some(target) = arp_request_target(frame) {
+            self.resolve(core, target, now);
         }
     }
 
@@ -164,6 +179,10 @@ impl ControlPlane {
                 }
                 Event::RouteAdded(_) | Event::RouteRemoved(_) => reread = true,
                 Event::Neigh(n) if n.ifindex == self.ifindex => match (n.is_valid(), n.mac) {
+                    _ if {
+                        tracing::debug!("neighbour event: {n:?}");
+                        false
+                    } => {}
                     (true, Some(mac)) => core.arp_learn(n.addr, EthernetAddress(mac), now),
                     _ if n.state & NUD_FAILED != 0 => core.arp_forget(n.addr),
                     _ => {}
@@ -220,6 +239,12 @@ impl ControlPlane {
             core.set_iface(new);
         }
     }
+}
+
+/// The address an outgoing ARP request asks for, if `frame` is one.
+pub fn arp_request_target(frame: &[u8]) -> Option<Ipv4Addr> {
+    (frame.len() >= 42 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 1])
+        .then(|| Ipv4Addr::new(frame[38], frame[39], frame[40], frame[41]))
 }
 
 /// NUD_FAILED.

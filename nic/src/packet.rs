@@ -614,7 +614,7 @@ impl Nic for PacketNic {
     }
 
     fn attach(&mut self, core: &mut Core<'_>) -> io::Result<()> {
-        self.ctl.seed(core, core.now());
+        self.ctl.seed(core, rbypass_stack::clock::now_ns());
         self.sync_flows(core)
     }
 
@@ -710,6 +710,7 @@ impl Nic for PacketNic {
     fn transmit(&mut self, core: &mut Core<'_>, frames: &[BufId], now: u64) -> io::Result<usize> {
         let max = self.max_frame();
         self.tx_next = core.nic_cursor()[1] as usize % self.tx.frames;
+        let mut arp = None;
         let mut taken = 0;
         let mut queued = 0;
         for &b in frames {
@@ -725,7 +726,7 @@ impl Nic for PacketNic {
                 taken += 1;
                 continue;
             }
-            self.ctl.watch_tx(frame, now);
+            arp = arp.or(crate::ctl::arp_request_target(frame));
             let i = self.tx_next;
             let status = self.tx.status(i).load(Ordering::Acquire);
             if status & libc::TP_STATUS_WRONG_FORMAT != 0 {
@@ -763,6 +764,9 @@ impl Nic for PacketNic {
             self.stats.tx_frames += 1;
         }
         core.nic_cursor()[1] = self.tx_next as u32;
+        if let Some(target) = arp {
+            self.ctl.resolve(core, target, now);
+        }
         if queued > 0 || self.kick_pending {
             self.kick();
         }

@@ -17,7 +17,7 @@ use rbypass_stack::wire::EthernetAddress;
 use rbypass_stack::{BufId, Core, IfaceConfig};
 
 use crate::bpf::{attach_type, map_type, prog_type, xdp_flags, Link, Map, Program};
-use crate::ctl::ControlPlane;
+use crate::ctl::{self, ControlPlane};
 use crate::flow::{self, FlowKey, FlowSet};
 use crate::flow_prog::{self, Flavour};
 use crate::netlink::NetlinkError;
@@ -513,7 +513,7 @@ impl Nic for XdpNic {
             return Ok(());
         }
         self.open_sockets(core).map_err(io::Error::other)?;
-        self.ctl.seed(core, core.now());
+        self.ctl.seed(core, rbypass_stack::clock::now_ns());
         self.sync_flows(core)
     }
 
@@ -585,12 +585,8 @@ impl Nic for XdpNic {
                 }
             }
         }
-        if let Some(b) = arp {
-            let mut head = [0u8; 42];
-            let f = core.pool.frame(b);
-            let k = f.len().min(42);
-            head[..k].copy_from_slice(&f[..k]);
-            self.ctl.watch_tx(&head[..k], now);
+        if let Some(target) = arp.and_then(|b| ctl::arp_request_target(core.pool.frame(b))) {
+            self.ctl.resolve(core, target, now);
         }
         Ok(n as usize)
     }
