@@ -3,8 +3,9 @@
 //! Lines are formatted into a fixed buffer on the stack and written with one
 //! write(2): no allocation and no lock, so logging is safe on every path of
 //! the library, including inside the app's signal handlers and after fork.
-//! (The CLI and the stack use `tracing`; a subscriber here would allocate
-//! inside the app's socket calls.)
+//! The stack and the devices log with `tracing`; [`install_tracing`] routes
+//! their events here through the same writer (formatted into the line
+//! buffer; nothing allocates per event).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -100,4 +101,84 @@ macro_rules! rlog {
             $crate::log::write($crate::log::Level::$level, format_args!($($arg)*));
         }
     };
+}
+
+/// Routes `tracing` events of the stack and device crates to [`write`], so
+/// what they say (the XDP mode in use, dropped frames, interface changes)
+/// reaches the app's stderr under RBYPASS_LOG like the library's own lines.
+pub fn install_tracing() {
+    let _ = tracing::subscriber::set_global_default(LineSubscriber);
+}
+
+fn level_of(l: &tracing::Level) -> Level {
+    match *l {
+        tracing::Level::ERROR => Level::Error,
+        tracing::Level::WARN => Level::Warn,
+        tracing::Level::INFO => Level::Info,
+        _ => Level::Debug,
+    }
+}
+
+/// A subscriber with no spans: each event is one line.
+struct LineSubscriber;
+
+/// Writes an event's message, then its other fields as `name=value`.
+struct Fields<'a>(&'a mut Line);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+}
+
+impl tracing::Subscriber for LineSubscriber {
+    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        *meta.level() != tracing::Level::TRACE && enabled(level_of(meta.level()))
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        use tracing::level_filters::LevelFilter;
+        Some(match configured() {
+            0xff => LevelFilter::OFF,
+            1 => LevelFilter::ERROR,
+            2 => LevelFilter::WARN,
+            3 => LevelFilter::INFO,
+            _ => LevelFilter::DEBUG,
+        })
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let meta = event.metadata();
+        let mut line = Line {
+            buf: [0; 512],
+            len: 0,
+        };
+        event.record(&mut Fields(&mut line));
+        let bytes = &line.buf[..line.len];
+        // A truncated line may end inside a character: keep what is whole.
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+        };
+        write(
+            level_of(meta.level()),
+            format_args!("{}: {text}", meta.target()),
+        );
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
 }

@@ -298,6 +298,7 @@ pub fn get() -> Option<&'static State> {
     }
     INIT.call_once(|| {
         INIT_THREAD.store(me, Ordering::Release);
+        crate::log::install_tracing();
         let built = build();
         INIT_THREAD.store(0, Ordering::Release);
         if let Some(s) = built {
