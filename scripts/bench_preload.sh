@@ -4,8 +4,15 @@
 # loopback) and then both under `rbypass run --name S` (one shared stack).
 # Prints a markdown table with the ratio per row (>1: rbypass is better).
 #
+# With --veth, the two ends are two hosts: network namespaces joined by a
+# veth pair (scripts/veth.sh, 198.18.50.0/24, removed at exit), the server
+# in one, the client in the other; first kernel to kernel, then rbypass to
+# rbypass over AF_XDP (`rbypass run --nic xdp:IFACE` on each end, one stack
+# per host). Needs root.
+#
 #   scripts/bench_preload.sh            # every row (about a minute)
 #   BENCH_SECONDS=1 scripts/bench_preload.sh --quick   # latency rows only
+#   scripts/bench_preload.sh --veth [--quick]          # between two namespaces
 #
 # Needs sockperf, iperf3, redis-server and redis-benchmark; as root on a
 # Debian-like system it installs the missing ones, otherwise it skips their
@@ -15,7 +22,17 @@ cd "$(dirname "$0")/.."
 R=${RBYPASS:-$PWD/target/release/rbypass}
 SECS=${BENCH_SECONDS:-3}
 QUICK=0
-[[ ${1:-} == --quick ]] && QUICK=1
+VETH=0
+for arg in "$@"; do
+    case $arg in
+    --quick) QUICK=1 ;;
+    --veth) VETH=1 ;;
+    *)
+        echo "usage: $0 [--quick] [--veth]" >&2
+        exit 2
+        ;;
+    esac
+done
 [[ -x $R && -e $(dirname "$R")/librbypass.so ]] || {
     echo "build first: cargo build --release" >&2
     exit 1
@@ -41,19 +58,49 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
     sleep 0.3
     for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
-    for s in "${STACKS[@]}"; do rm -f "/dev/shm/rbypass-$s"; done
-    rm -rf "$TMP"
+    for s in "${STACKS[@]}"; do rm -f "/dev/shm/rbypass-$s" "/dev/shm/rbypass-$s-a" "/dev/shm/rbypass-$s-b"; done
+    ((VETH)) && scripts/veth.sh down "$VETH_TAG" >/dev/null 2>&1
+    [[ -n ${BENCH_KEEP:-} ]] && echo "kept $TMP" >&2 || rm -rf "$TMP"
 }
 trap cleanup EXIT
+
+# Where the ends run. Loopback: both here, one shared stack per run. Veth:
+# the server in namespace b, the client in a, each on its own stack.
+ADDR=127.0.0.1
+VETH_TAG=bench$$
+VETH_TAG=${VETH_TAG:0:11}
+SRV=()
+CLI=()
+if ((VETH)); then
+    [[ $(id -u) == 0 ]] || {
+        echo "--veth needs root (network namespaces, AF_XDP)" >&2
+        exit 1
+    }
+    scripts/veth.sh up "$VETH_TAG" >&2
+    ADDR=198.18.50.2
+    SRV=(ip netns exec "rbt${VETH_TAG}b")
+    CLI=(ip netns exec "rbt${VETH_TAG}a")
+fi
+# rbypass_args SIDE NAME: the `rbypass run` options of one end.
+rbypass_args() {
+    if ((VETH)); then
+        local ifname="rbt${VETH_TAG}1"
+        [[ $1 == client ]] && ifname="rbt${VETH_TAG}0"
+        echo "--name $2-${1:0:1} --nic xdp:$ifname"
+    else
+        echo "--name $2"
+    fi
+}
 
 # launch MODE PROFILE CMD...: MODE is "kernel" or a stack name.
 launch() {
     local mode=$1 profile=$2
     shift 2
     if [[ $mode == kernel ]]; then
-        "$@"
+        "${CLI[@]}" "$@"
     else
-        "$R" run --name "$mode" --profile "$profile" -- "$@"
+        # shellcheck disable=SC2046
+        "${CLI[@]}" "$R" run $(rbypass_args client "$mode") --profile "$profile" -- "$@"
     fi
 }
 
@@ -62,9 +109,11 @@ serve() {
     local mode=$1 profile=$2
     shift 2
     if [[ $mode == kernel ]]; then
-        setsid "$@" >"$TMP/server.log" 2>&1 &
+        setsid "${SRV[@]}" "$@" >"$TMP/server.log" 2>&1 &
     else
-        setsid "$R" run --name "$mode" --profile "$profile" -- "$@" >"$TMP/server.log" 2>&1 &
+        # shellcheck disable=SC2046
+        setsid "${SRV[@]}" "$R" run $(rbypass_args server "$mode") --profile "$profile" -- "$@" \
+            >"$TMP/server.log" 2>&1 &
     fi
     PIDS+=($!)
 }
@@ -84,9 +133,9 @@ wait_port() { # PROTO PORT
     hex=$(printf ':%04X' "$2")
     for _ in $(seq 100); do
         if [[ $1 == T ]]; then
-            awk -v h="$hex" '$2 ~ h"$" && $4 == "0A" {f=1} END {exit !f}' /proc/net/tcp /proc/net/tcp6 && return
+            "${SRV[@]}" awk -v h="$hex" '$2 ~ h"$" && $4 == "0A" {f=1} END {exit !f}' /proc/net/tcp /proc/net/tcp6 && return
         else
-            awk -v h="$hex" '$2 ~ h"$" {f=1} END {exit !f}' /proc/net/udp /proc/net/udp6 && return
+            "${SRV[@]}" awk -v h="$hex" '$2 ~ h"$" {f=1} END {exit !f}' /proc/net/udp /proc/net/udp6 && return
         fi
         sleep 0.05
     done
@@ -116,7 +165,7 @@ stack_name() { SNAME="bench-$1-$$"; STACKS+=("$SNAME"); }
 # sockperf ping-pong: prints "p50 p99.9" half round trip in microseconds.
 sockperf_pp() { # MODE PROFILE PROTO PORT
     local feed="$TMP/feed.$4"
-    echo "$3:127.0.0.1:$4" >"$feed"
+    echo "$3:$ADDR:$4" >"$feed"
     serve "$1" "$2" sockperf server -f "$feed" -F epoll
     wait_port "$3" "$4" || { stop_servers; return; }
     launch "$1" "$2" sockperf ping-pong -f "$feed" -F epoll -t "$SECS" -m 64 >"$TMP/pp" 2>&1 || true
@@ -139,7 +188,7 @@ sockperf_rows() { # PROTO LABEL PROFILE
 
 sockperf_tp() { # MODE PORT: UDP 64 B messages per second received by the server
     local feed="$TMP/feed.$2"
-    echo "U:127.0.0.1:$2" >"$feed"
+    echo "U:$ADDR:$2" >"$feed"
     serve "$1" throughput sockperf server -f "$feed" -F epoll
     wait_port U "$2" || { stop_servers; return; }
     launch "$1" throughput sockperf throughput -f "$feed" -F epoll -t "$SECS" -m 64 >"$TMP/tp" 2>&1 || true
@@ -148,17 +197,17 @@ sockperf_tp() { # MODE PORT: UDP 64 B messages per second received by the server
 }
 
 iperf() { # MODE PORT: Gbit/s received
-    serve "$1" throughput iperf3 -s -p "$2" -1
+    serve "$1" throughput iperf3 -s -B "$ADDR" -p "$2" -1
     wait_port T "$2" || { stop_servers; return; }
-    launch "$1" throughput iperf3 -c 127.0.0.1 -p "$2" -t "$SECS" -f g >"$TMP/ip" 2>&1 || true
+    launch "$1" throughput iperf3 -c "$ADDR" -p "$2" -t "$SECS" -f g >"$TMP/ip" 2>&1 || true
     stop_servers
     awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") print $(i - 1)}' "$TMP/ip"
 }
 
 redis() { # MODE PORT PIPELINE CLIENTS: "GET SET" requests per second
-    serve "$1" latency redis-server --port "$2" --save "" --appendonly no
+    serve "$1" latency redis-server --bind "$ADDR" --protected-mode no --port "$2" --save "" --appendonly no
     wait_port T "$2" || { stop_servers; return; }
-    launch "$1" latency redis-benchmark -p "$2" -n $((20000 * SECS)) -c "$4" -P "$3" -t get,set -q \
+    launch "$1" latency redis-benchmark -h "$ADDR" -p "$2" -n $((20000 * SECS)) -c "$4" -P "$3" -t get,set -q \
         >"$TMP/rb" 2>&1 || true
     stop_servers
     local get set
@@ -167,7 +216,9 @@ redis() { # MODE PORT PIPELINE CLIENTS: "GET SET" requests per second
     echo "${get:-0} ${set:-0}"
 }
 
-echo "kernel vs rbypass on $(nproc) cores, $(uname -r), ${SECS}s per run" >&2
+WHERE="one host, loopback"
+((VETH)) && WHERE="two namespaces over veth, rbypass on AF_XDP"
+echo "kernel vs rbypass ($WHERE) on $(nproc) cores, $(uname -r), ${SECS}s per run" >&2
 if have sockperf; then
     sockperf_rows U UDP latency
     sockperf_rows T TCP latency
@@ -203,7 +254,7 @@ if have redis-server && have redis-benchmark; then
 fi
 
 echo
-echo "kernel vs rbypass ($(nproc) cores, $(uname -r), ${SECS}s per run; ratio > 1: rbypass better)"
+echo "kernel vs rbypass ($WHERE; $(nproc) cores, $(uname -r), ${SECS}s per run; ratio > 1: rbypass better)"
 echo
 echo "| benchmark | unit | kernel | rbypass | ratio |"
 echo "|---|---|---|---|---|"
