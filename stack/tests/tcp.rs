@@ -101,6 +101,10 @@ impl H {
                 verify_ip_frame(&f);
                 let hl = usize::from(f[14] & 0xf) * 4;
                 let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+                assert!(
+                    total <= 1500,
+                    "a {total}-byte IP packet exceeds the 1500 MTU"
+                );
                 let seg = &f[14 + hl..14 + total];
                 let p = TcpPacket::new_checked(seg).unwrap();
                 assert!(p.verify_checksum(OUR_IP, PEER_IP), "TCP checksum");
@@ -546,6 +550,40 @@ fn out_of_order_data_gets_sack_and_is_reassembled() {
             "block {k}"
         );
     }
+}
+
+/// Full data segments sent while out-of-order data is queued carry SACK
+/// blocks beside timestamps; their payload shrinks so the packet still
+/// fits the MTU (`out` checks every packet against it).
+#[test]
+fn segments_with_sack_blocks_fit_the_mtu() {
+    let mut h = H::new();
+    let (s, iss) = h.passive(true, true, Some(7));
+    let base = PEER_ISN + 1;
+    for k in 0..3u32 {
+        h.send(S {
+            flags: F::ACK,
+            seq: base + 1000 + 2000 * k,
+            ack: iss,
+            win: 65535,
+            ts: Some((200 + k, 0)),
+            data: vec![7; 1000],
+            ..S::default()
+        });
+        let a = h.one();
+        assert_eq!(a.sack.len(), k as usize + 1);
+    }
+    assert_eq!(h.write(s, &[5u8; 8000]), 8000);
+    let segs = h.out();
+    assert!(segs.len() >= 6, "{} segments", segs.len());
+    let mut sent = 0;
+    for d in &segs {
+        assert_eq!(d.sack.len(), 3, "SACK blocks ride on data");
+        // 1448 of data beside timestamps, less the 28 bytes of 3 blocks.
+        assert!(d.data.len() <= 1420, "{} bytes of data", d.data.len());
+        sent += d.data.len();
+    }
+    assert_eq!(sent, 8000);
 }
 
 fn acked_setup(h: &mut H, mss_data: usize, n: usize) -> (SocketId, u32) {

@@ -1294,6 +1294,10 @@ impl Core<'_> {
         let mut sent_any = false;
         loop {
             let t = self.tcbs[i as usize];
+            // The payload that fits with this segment's options: SACK
+            // blocks ride on data while out-of-order data is queued, and a
+            // segment sized for the MSS alone would exceed the MTU.
+            let seg_mss = t.mss.saturating_sub(sack_option_len(&t)).max(64);
             let data_end = t.snd_una + (t.snd_bytes as usize);
             let cwnd = if t.has(tflag::RECOVERY) && !t.has(tflag::SACK) {
                 t.cc.ssthresh()
@@ -1319,7 +1323,7 @@ impl Core<'_> {
             } else {
                 0
             };
-            let mut len = avail.min(room).min(t.mss);
+            let mut len = avail.min(room).min(seg_mss);
             if t.snd_nxt.lt(t.snd_max) {
                 // Retransmitting: never past what was sent.
                 len = len.min((t.snd_max - t.snd_nxt) as u32);
@@ -1328,7 +1332,7 @@ impl Core<'_> {
                 break;
             }
             let is_new = !t.snd_nxt.lt(t.snd_max);
-            if is_new && len < t.mss && len == avail {
+            if is_new && len < seg_mss && len == avail {
                 // Nagle with Minshall's refinement (as Linux): hold a small
                 // segment only while an earlier small one is unacknowledged,
                 // so a write's tail after full segments leaves at once.
@@ -1340,7 +1344,7 @@ impl Core<'_> {
                 {
                     break;
                 }
-            } else if is_new && len < t.mss && len < avail {
+            } else if is_new && len < seg_mss && len < avail {
                 // Window-limited: SWS avoidance on the sender side.
                 if len < t.max_snd_wnd / 2 && t.flight_size() > 0 {
                     break;
@@ -1357,7 +1361,7 @@ impl Core<'_> {
             }
             sent_any = true;
             let t = &mut self.tcbs[i as usize];
-            if len < t.mss {
+            if len < seg_mss {
                 t.snd_sml = seq + (len as usize);
             }
             if !is_new {
@@ -1595,4 +1599,15 @@ pub(crate) fn conn_bucket(n: usize, local: SocketAddrV4, remote: SocketAddrV4) -
     h ^= u32::from(*local.ip()).wrapping_mul(0xc2b2_ae35);
     h ^= h >> 15;
     h as usize & (n - 1)
+}
+
+/// Bytes of SACK option (with its padding) the next segment of `t` carries:
+/// blocks for the out-of-order data queued, at most 3 beside timestamps.
+fn sack_option_len(t: &Tcb) -> u32 {
+    if !t.has(tflag::SACK) || t.ooo_ranges.is_empty() {
+        return 0;
+    }
+    let max = if t.has(tflag::TS) { 3 } else { 4 };
+    let n = t.ooo_ranges.iter().count().min(max) as u32;
+    4 + 8 * n
 }
