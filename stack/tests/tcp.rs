@@ -729,6 +729,45 @@ fn fast_retransmit_on_three_dupacks() {
     let _ = s;
 }
 
+/// RFC 6675: with SACK, an ACK that SACKs new data counts as a duplicate
+/// even when its window grew (the peer read meanwhile) or it carries data
+/// (the peer is sending too): the first segment is retransmitted after three.
+#[test]
+fn sack_dupacks_count_with_a_changing_window_and_data() {
+    let mut h = H::new();
+    let (s, iss) = h.passive(true, true, Some(7));
+    h.write(s, &vec![5u8; 10 * 1000]);
+    let segs = h.out();
+    let mss = segs[0].data.len() as u32;
+    let seg = |k: u32| iss + k * mss;
+    let base = PEER_ISN + 1;
+    for k in 1..=3u32 {
+        // A growing window, and from the second on, data of the peer's own.
+        let data = if k > 1 {
+            vec![k as u8; 100]
+        } else {
+            Vec::new()
+        };
+        let seq = base + if k > 2 { 100 } else { 0 };
+        h.send(S {
+            flags: F::ACK,
+            seq,
+            ack: iss,
+            win: 1000 + k as u16 * 100,
+            ts: Some((300 + k, 0)),
+            sack: vec![(seg(1), seg(k + 1))],
+            data,
+            ..S::default()
+        });
+    }
+    let r = h.out();
+    assert!(
+        r.iter()
+            .any(|x| x.seq == seg(0) && x.data.len() as u32 == mss),
+        "fast retransmit of the first segment: {r:?}"
+    );
+}
+
 #[test]
 fn sack_recovery_of_several_holes() {
     let mut h = H::new();

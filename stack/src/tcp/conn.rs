@@ -1297,7 +1297,7 @@ impl Core<'_> {
             // The payload that fits with this segment's options: SACK
             // blocks ride on data while out-of-order data is queued, and a
             // segment sized for the MSS alone would exceed the MTU.
-            let seg_mss = t.mss.saturating_sub(sack_option_len(&t)).max(64);
+            let seg_mss = payload_mss(&t);
             let data_end = t.snd_una + (t.snd_bytes as usize);
             let cwnd = if t.has(tflag::RECOVERY) && !t.has(tflag::SACK) {
                 t.cc.ssthresh()
@@ -1601,13 +1601,15 @@ pub(crate) fn conn_bucket(n: usize, local: SocketAddrV4, remote: SocketAddrV4) -
     h as usize & (n - 1)
 }
 
-/// Bytes of SACK option (with its padding) the next segment of `t` carries:
-/// blocks for the out-of-order data queued, at most 3 beside timestamps.
-fn sack_option_len(t: &Tcb) -> u32 {
+/// The most data the next segment of `t` can carry: the MSS (already less
+/// timestamps) less the SACK option (with its padding) it carries while
+/// out-of-order data is queued, at most 3 blocks beside timestamps. Every
+/// data segment is sized by this, new or retransmitted.
+pub(crate) fn payload_mss(t: &Tcb) -> u32 {
     if !t.has(tflag::SACK) || t.ooo_ranges.is_empty() {
-        return 0;
+        return t.mss;
     }
     let max = if t.has(tflag::TS) { 3 } else { 4 };
     let n = t.ooo_ranges.iter().count().min(max) as u32;
-    4 + 8 * n
+    t.mss.saturating_sub(4 + 8 * n).max(64)
 }

@@ -706,6 +706,7 @@ impl Core<'_> {
         let t = self.tcbs[i as usize];
         let wnd = u32::from(seg.window) << t.snd_wscale;
         // SACK scoreboard.
+        let mut new_sack = false;
         if t.has(tflag::SACK) && seg.sack.iter().any(Option::is_some) {
             let mut blocks = [(0u32, 0u32); 4];
             let mut n = 0;
@@ -714,15 +715,19 @@ impl Core<'_> {
                 n += 1;
             }
             let tm = &mut self.tcbs[i as usize];
+            let before = tm.scoreboard;
             tm.scoreboard.update(ack.0, tm.snd_max.0, &blocks[..n]);
+            new_sack = tm.scoreboard != before;
         }
         if ack.gt(t.snd_una) {
             self.tcp_new_ack(i, ack, now);
         } else if ack == t.snd_una
-            && seg.len == 0
             && !seg.has(tf::FIN)
             && t.snd_una.lt(t.snd_max)
-            && wnd == t.snd_wnd
+            // RFC 5681's duplicate (no data, same window), or RFC 6675's:
+            // one that SACKs octets not SACKed before, whatever it carries
+            // (a peer's window grows as it reads; its data carries ACKs).
+            && ((seg.len == 0 && wnd == t.snd_wnd) || new_sack)
         {
             self.tcp_dupack(i, now);
         }
@@ -828,7 +833,7 @@ impl Core<'_> {
                 tm.dupacks = 0;
                 let seq = tm.snd_una;
                 let len = (tm.snd_max - seq)
-                    .min(mss as usize)
+                    .min(super::conn::payload_mss(tm) as usize)
                     .min(tm.snd_bytes as usize);
                 if len > 0 {
                     self.tcp_emit(i, seq, tf::ACK, len, now);
@@ -873,7 +878,7 @@ impl Core<'_> {
         tm.recover = tm.snd_max;
         let seq = tm.snd_una;
         let len = (tm.snd_max - seq)
-            .min(mss as usize)
+            .min(super::conn::payload_mss(tm) as usize)
             .min(tm.snd_bytes as usize);
         tm.high_rxt = seq + len;
         tm.rtt_timing = 0;
@@ -905,7 +910,7 @@ impl Core<'_> {
             else {
                 return;
             };
-            let len = (SeqNum(e) - SeqNum(s)).min(t.mss as usize);
+            let len = (SeqNum(e) - SeqNum(s)).min(super::conn::payload_mss(&t) as usize);
             if len == 0 || !self.tcp_emit(i, SeqNum(s), tf::ACK, len, now) {
                 return;
             }
