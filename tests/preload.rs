@@ -281,6 +281,12 @@ fn epoll_select_poll_and_fork() {
 }
 
 #[test]
+fn signals_interrupt_select_poll_and_epoll_like_the_kernel() {
+    // A spinning wait (latency profile) once never ran the deferred handler.
+    single("signal_wait", &["24131"]);
+}
+
+#[test]
 fn timeouts_and_signals_match_the_kernel() {
     single("signals", &["24106"]);
 }

@@ -496,6 +496,12 @@ pub fn wait(
         if total > 0 {
             return Some(total as c_int);
         }
+        if crate::signals::pending() {
+            // A signal came while this thread was in the library: its
+            // handler runs as the call returns; epoll_wait is never
+            // restarted after a handler (EINTR, as Linux).
+            return Some(fail(libc::EINTR));
+        }
         let now = now_ns();
         if deadline.is_some_and(|d| now >= d) {
             return Some(0);

@@ -130,6 +130,13 @@ pub fn poll_set(
         if n > 0 {
             return Some(n);
         }
+        if crate::signals::pending() {
+            // A signal came while this thread was in the library: its
+            // handler runs as the call returns, and poll and select are
+            // never restarted after a handler (Linux: EINTR whatever
+            // SA_RESTART says).
+            return Some(fail(libc::EINTR));
+        }
         let now = now_ns();
         if deadline.is_some_and(|d| now >= d) {
             return Some(0);
