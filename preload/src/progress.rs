@@ -9,7 +9,7 @@
 //! sequence moves past what the sleeper saw, writes the process's wake
 //! eventfd, which every such kernel wait set contains (edge-triggered).
 
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use rbypass_stack::clock::now_ns;
 use rbypass_stack::lock::WORK_POLL;
@@ -21,6 +21,29 @@ pub static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBoo
 static KERNEL_SLEEPERS: AtomicU32 = AtomicU32::new(0);
 /// The stack wake sequence the sleepers last saw (or the last one signalled).
 static KICK_FROM: AtomicU32 = AtomicU32::new(0);
+/// When an app thread of this process last polled the stack (ns; 0: it
+/// is going to sleep).
+static LAST_APP_POLL: AtomicU64 = AtomicU64::new(0);
+/// 1 while the progress thread is parked because app threads poll.
+static PARKED: AtomicU32 = AtomicU32::new(0);
+/// An app thread that polled this recently is polling the device itself.
+const APP_ACTIVE_NS: u64 = 200_000;
+
+/// An app thread polled the stack (and its device) at `now`.
+pub fn app_polled(now: u64) {
+    LAST_APP_POLL.store(now, Ordering::Relaxed);
+}
+
+/// An app thread is about to sleep: the progress thread must watch the
+/// device again, at once.
+pub fn app_will_sleep() {
+    LAST_APP_POLL.store(0, Ordering::SeqCst);
+    if PARKED.load(Ordering::SeqCst) == 1 {
+        PARKED.store(0, Ordering::SeqCst);
+        futex(&PARKED, libc::FUTEX_WAKE, 1, 0);
+    }
+}
+
 /// The process's wake eventfd (-1 until created).
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
@@ -141,8 +164,12 @@ fn progress_loop() -> ! {
             std::thread::sleep(std::time::Duration::from_millis(10));
             continue;
         }
-        if let Some(mut c) = st.stack.try_lock_or_post(WORK_POLL) {
-            st.pump(&mut c, now_ns());
+        let app_active =
+            now_ns().saturating_sub(LAST_APP_POLL.load(Ordering::Relaxed)) < APP_ACTIVE_NS;
+        if !app_active {
+            if let Some(mut c) = st.stack.try_lock_or_post(WORK_POLL) {
+                st.pump_background(&mut c, now_ns());
+            }
         }
         let sleepers = KERNEL_SLEEPERS.load(Ordering::Acquire);
         let cur = st.stack.wake_seq();
@@ -151,8 +178,20 @@ fn progress_loop() -> ! {
             signal_wake();
         }
         if let Some(fd) = st.nic_fd() {
-            // A device stack: wake when frames arrive (or after 1 ms).
-            wait_readable(fd, 1);
+            // A device stack: wake when frames arrive (or after 1 ms),
+            // unless app threads are polling the device themselves: then
+            // waking for every frame would only take their CPU and their
+            // lock. Parked, it looks again every 250 us, and a thread
+            // that goes to sleep unparks it (see `app_will_sleep`).
+            PARKED.store(1, Ordering::SeqCst);
+            let last = LAST_APP_POLL.load(Ordering::SeqCst);
+            if now_ns().saturating_sub(last) < APP_ACTIVE_NS {
+                futex(&PARKED, libc::FUTEX_WAIT, 1, 250_000);
+                PARKED.store(0, Ordering::SeqCst);
+            } else {
+                PARKED.store(0, Ordering::SeqCst);
+                wait_readable(fd, 1);
+            }
         } else if sleepers == 0 {
             futex(&KERNEL_SLEEPERS, libc::FUTEX_WAIT, 0, 1_000_000);
         } else {

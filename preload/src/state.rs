@@ -327,6 +327,12 @@ impl State {
     /// Moves the stack on: its timers and looped-back frames, and this
     /// process's device both ways (received frames in, queued frames out).
     pub fn pump(&self, c: &mut Core<'_>, now: u64) {
+        crate::progress::app_polled(now);
+        self.pump_background(c, now);
+    }
+
+    /// [`State::pump`] for the progress thread (not an app thread polling).
+    pub fn pump_background(&self, c: &mut Core<'_>, now: u64) {
         match &self.nic {
             None => {
                 c.poll(now);
@@ -398,6 +404,7 @@ impl State {
     /// busy threads the thread it waits for (often on the same core) runs.
     pub fn keep_spinning(&self, start: u64, now: u64, last_yield: &mut u64) -> bool {
         if self.spin_us >= 0 && (now - start) / 1000 >= self.spin_us as u64 {
+            crate::progress::app_will_sleep();
             return false;
         }
         if now - *last_yield >= 20_000 {
