@@ -52,11 +52,19 @@ struct EpollSet {
     /// Waits that found stack sockets ready, to look at the kernel fds on
     /// one in [`KERNEL_EVERY`] of them.
     ready_waits: std::sync::atomic::AtomicU32,
+    /// When the kernel fds were last looked at without waiting (ns).
+    kernel_looked: std::sync::atomic::AtomicU64,
 }
 
 /// When stack sockets are ready, epoll_wait makes no syscall, except on one
 /// call in this many, so kernel fds in the same set are never starved.
 const KERNEL_EVERY: u32 = 32;
+
+/// While nothing is ready, a wait that spins (ours, or the app's own loop
+/// of zero-timeout calls) looks at the kernel fds at most this often, so a
+/// spinning app's poll costs no syscall; a kernel fd's readiness is so
+/// reported up to this late (Onload's EF_POLL_FAST_USEC does the same).
+const KERNEL_LOOK_NS: u64 = 20_000;
 
 static SETS: AtomicPtr<AtomicPtr<EpollSet>> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -91,6 +99,7 @@ fn set_or_create(epfd: c_int) -> Option<&'static EpollSet> {
         items: Mutex::new(Vec::new()),
         used: std::sync::atomic::AtomicBool::new(false),
         ready_waits: std::sync::atomic::AtomicU32::new(0),
+        kernel_looked: std::sync::atomic::AtomicU64::new(0),
     }));
     match slot.compare_exchange(
         std::ptr::null_mut(),
@@ -475,9 +484,20 @@ pub fn wait(
     loop {
         let seen = st.stack.wake_seq();
         let n = harvest(st, set, out);
-        // Kernel fds, without waiting: always when no stack socket is ready,
-        // else now and then (a ready stack socket costs no syscall).
-        let look = n == 0 || set.ready_waits.fetch_add(1, Ordering::Relaxed) % KERNEL_EVERY == 0;
+        // Kernel fds, without waiting: when no stack socket is ready, unless
+        // looked at in the last KERNEL_LOOK_NS; else one call in
+        // KERNEL_EVERY (a ready stack socket costs no syscall).
+        let look = if n == 0 {
+            let now = now_ns();
+            let due =
+                now.saturating_sub(set.kernel_looked.load(Ordering::Relaxed)) >= KERNEL_LOOK_NS;
+            if due {
+                set.kernel_looked.store(now, Ordering::Relaxed);
+            }
+            due
+        } else {
+            set.ready_waits.fetch_add(1, Ordering::Relaxed) % KERNEL_EVERY == 0
+        };
         let k = if look && n < out.len() {
             // SAFETY: the rest of the caller's array.
             unsafe {
