@@ -395,3 +395,53 @@ fn xdp_generic_mode() {
 fn packet_backend() {
     run_case("xp", 73, 1, Backend::Packet);
 }
+
+/// The stack follows the kernel's view of its interface while it runs: the
+/// address moves from .2 to .3 and the UDP echo answers at the new one,
+/// from the new one.
+#[test]
+fn follows_an_address_change() {
+    if !have_root_and_netns() {
+        eprintln!("skipped: needs root and network namespaces");
+        return;
+    }
+    let hosts = TwoHosts::create("xc", 79, 1).expect("namespaces");
+    let (a, b) = (hosts.a.name().to_string(), hosts.b.name().to_string());
+    let host = start_stack(&b, &hosts.if_b, Backend::Xdp(None));
+    let udp = in_netns(&a, || UdpSocket::bind("0.0.0.0:0").unwrap()).unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let echo = |to: Ipv4Addr| -> Option<SocketAddrV4> {
+        let mut buf = [0u8; 64];
+        udp.send_to(b"where", SocketAddrV4::new(to, UDP_ECHO))
+            .ok()?;
+        match udp.recv_from(&mut buf) {
+            Ok((5, std::net::SocketAddr::V4(from))) if &buf[..5] == b"where" => Some(from),
+            _ => None,
+        }
+    };
+    let old = hosts.ip_b;
+    let new = Ipv4Addr::new(198, 18, 79, 3);
+    assert_eq!(
+        echo(old).map(|f| *f.ip()),
+        Some(old),
+        "echo at the first address"
+    );
+    for args in [
+        vec!["addr", "del", "198.18.79.2/24", "dev", &hosts.if_b],
+        vec!["addr", "add", "198.18.79.3/24", "dev", &hosts.if_b],
+    ] {
+        let o = hosts.b.ip(&args).unwrap();
+        assert!(o.status.success(), "ip {args:?}: {o:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let from = loop {
+        if let Some(f) = echo(new) {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "no echo at the new address");
+    };
+    assert_eq!(*from.ip(), new, "the reply comes from the new address");
+    let r = host.finish();
+    assert!(r.udp_echoed >= 2, "{r:?}");
+}
