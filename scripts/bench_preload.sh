@@ -58,7 +58,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
     sleep 0.3
     for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
-    for s in "${STACKS[@]}"; do rm -f "/dev/shm/rbypass-$s" "/dev/shm/rbypass-$s-a" "/dev/shm/rbypass-$s-b"; done
+    for s in "${STACKS[@]}"; do rm -f "/dev/shm/rbypass-$s" "/dev/shm/rbypass-$s-c" "/dev/shm/rbypass-$s-s"; done
     ((VETH)) && scripts/veth.sh down "$VETH_TAG" >/dev/null 2>&1
     [[ -n ${BENCH_KEEP:-} ]] && echo "kept $TMP" >&2 || rm -rf "$TMP"
 }
