@@ -132,6 +132,9 @@ counter_set! {
         tcp_fast_retransmits,
         tcp_ooo_segments,
         tcp_window_probes,
+        /// Tail loss probes sent (RFC 8985 7): the last segment resent
+        /// after about two round trips without an ACK, before the RTO.
+        tcp_loss_probes,
         tcp_syncookies_sent,
         tcp_syncookies_ok,
     }

@@ -768,6 +768,51 @@ fn sack_dupacks_count_with_a_changing_window_and_data() {
     );
 }
 
+/// RFC 8985 7: with SACK and a round-trip sample, the last segment sent is
+/// resent after two round trips without an ACK, long before the RTO; an
+/// ACK then ends it (no timeout retransmission follows).
+#[test]
+fn tail_loss_probe_resends_the_last_segment() {
+    let mut h = H::new();
+    let (s, iss) = h.passive(true, true, Some(7));
+    h.write(s, b"x");
+    let d = h.one();
+    assert_eq!(d.data, b"x");
+    h.advance(10 * MS);
+    h.send(S {
+        flags: F::ACK,
+        seq: PEER_ISN + 1,
+        ack: iss + 1,
+        win: 65535,
+        ts: Some((300, d.ts.unwrap().0)),
+        ..S::default()
+    });
+    h.none();
+    h.write(s, &vec![6u8; 3000]);
+    let segs = h.out();
+    assert!(segs.len() >= 2, "{segs:?}");
+    let last = segs.last().unwrap().clone();
+    h.advance(15 * MS);
+    h.none();
+    h.advance(10 * MS);
+    let probe = h.one();
+    // The last full segment's worth of data, ending where sending ended.
+    let end = last.seq + last.data.len() as u32;
+    assert_eq!(probe.seq + probe.data.len() as u32, end, "ends at snd_max");
+    assert_eq!(probe.data.len(), segs[0].data.len(), "one full segment");
+    assert_eq!(h.stack.lock().header().counters.tcp_loss_probes.get(), 1);
+    h.send(S {
+        flags: F::ACK,
+        seq: PEER_ISN + 1,
+        ack: iss + 3001,
+        win: 65535,
+        ts: Some((301, probe.ts.unwrap().0)),
+        ..S::default()
+    });
+    h.advance(1000 * MS);
+    h.none();
+}
+
 #[test]
 fn sack_recovery_of_several_holes() {
     let mut h = H::new();

@@ -1427,8 +1427,16 @@ impl Core<'_> {
             if t.has(tflag::PERSIST) && t.snd_wnd == 0 {
                 // A probe is out; the persist timer keeps running.
             } else if !self.timer_armed(i, timer::RTO) || t.has(tflag::PERSIST) {
-                self.tcbs[i as usize].flags &= !tflag::PERSIST;
-                self.arm_timer(i, timer::RTO, now + t.rtt.rto_ns());
+                let tm = &mut self.tcbs[i as usize];
+                tm.flags &= !(tflag::PERSIST | tflag::TLP_ARMED);
+                let rto = now + t.rtt.rto_ns();
+                match loss_probe_timeout(&t) {
+                    Some(pto) if now + pto < rto => {
+                        tm.flags |= tflag::TLP_ARMED;
+                        self.arm_timer(i, timer::RTO, now + pto);
+                    }
+                    _ => self.arm_timer(i, timer::RTO, rto),
+                }
             }
         } else if t.snd_wnd == 0 && t.snd_nxt.lt(data_end) {
             if !self.timer_armed(i, timer::RTO) {
@@ -1437,7 +1445,7 @@ impl Core<'_> {
             }
         } else {
             self.cancel_timer(i, timer::RTO);
-            self.tcbs[i as usize].flags &= !tflag::PERSIST;
+            self.tcbs[i as usize].flags &= !(tflag::PERSIST | tflag::TLP_ARMED);
         }
     }
 
@@ -1533,6 +1541,18 @@ impl Core<'_> {
         if t.snd_una == t.snd_max {
             return;
         }
+        if t.has(tflag::TLP_ARMED) {
+            if t.has(tflag::RECOVERY) || t.has(tflag::LOSS) {
+                // Recovery began since the probe was armed: no probe, and
+                // the RTO runs its full course.
+                self.tcbs[i as usize].flags &= !tflag::TLP_ARMED;
+                let at = now + t.rtt.rto_ns();
+                self.arm_timer(i, timer::RTO, at);
+            } else {
+                self.tcp_loss_probe(i, now);
+            }
+            return;
+        }
         let user_timeout = u64::from(t.user_timeout_ms) * crate::clock::MS;
         if t.rto_count >= DATA_RETRIES
             || (user_timeout > 0 && now.saturating_sub(t.una_since_ns) >= user_timeout)
@@ -1612,4 +1632,56 @@ pub(crate) fn payload_mss(t: &Tcb) -> u32 {
     let max = if t.has(tflag::TS) { 3 } else { 4 };
     let n = t.ooo_ranges.iter().count().min(max) as u32;
     t.mss.saturating_sub(4 + 8 * n).max(64)
+}
+
+/// When to probe for a tail loss (RFC 8985 7.2), or None when no probe is
+/// due: SACK on (the probe's answer is read through it), not recovering
+/// already, no probe out, and a round-trip sample to scale by. Two smoothed
+/// round trips, plus the peer's delayed-ACK allowance when one segment is
+/// in flight (its ACK may be held back), and at least 10 ms (as Linux).
+fn loss_probe_timeout(t: &Tcb) -> Option<u64> {
+    const DELAYED_ACK_ALLOWANCE_NS: u64 = 200 * crate::clock::MS;
+    const MIN_PTO_NS: u64 = 10 * crate::clock::MS;
+    let srtt = t.rtt.srtt_ns();
+    if !t.has(tflag::SACK)
+        || t.has(tflag::RECOVERY)
+        || t.has(tflag::LOSS)
+        || t.has(tflag::TLP_OUT)
+        || t.rto_count > 0
+        || srtt == 0
+    {
+        return None;
+    }
+    let mut pto = 2 * srtt;
+    if t.flight_size() <= t.mss {
+        pto = pto.max(srtt + srtt / 2 + DELAYED_ACK_ALLOWANCE_NS);
+    }
+    Some(pto.max(MIN_PTO_NS))
+}
+
+impl Core<'_> {
+    /// The probe timeout fired: resend the last segment sent, so that its
+    /// ACK (or SACK) shows what the peer has, and recovery starts now
+    /// rather than at the RTO; then the RTO runs as usual.
+    fn tcp_loss_probe(&mut self, i: u32, now: u64) {
+        let t = self.tcbs[i as usize];
+        let len = ((t.snd_max - t.snd_una) as u32)
+            .min(payload_mss(&t))
+            .min(t.snd_bytes);
+        let tm = &mut self.tcbs[i as usize];
+        tm.flags &= !tflag::TLP_ARMED;
+        tm.flags |= tflag::TLP_OUT;
+        if len > 0 {
+            let seq = t.snd_max - (len as usize);
+            if self.tcp_emit(i, seq, tf::ACK, len as usize, now) {
+                let tm = &mut self.tcbs[i as usize];
+                tm.retransmits += 1;
+                tm.rtt_timing = 0;
+                self.hdr.counters.tcp_retransmits.inc();
+                self.hdr.counters.tcp_loss_probes.inc();
+            }
+        }
+        let at = now + self.tcbs[i as usize].rtt.rto_ns();
+        self.arm_timer(i, timer::RTO, at);
+    }
 }

@@ -849,6 +849,8 @@ impl Core<'_> {
             tm.dupacks = 0;
             tm.cc.on_ack(data_acked, rtt, now, mss);
         }
+        // An ACK that moved snd_una answers any loss probe out.
+        self.tcbs[i as usize].flags &= !(tflag::TLP_OUT | tflag::TLP_ARMED);
         self.cancel_timer(i, timer::RTO);
         self.tcp_arm_rto(i, now);
     }

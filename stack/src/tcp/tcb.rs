@@ -106,6 +106,10 @@ pub mod tflag {
     pub const PERSIST: u32 = 1 << 16;
     /// After an RTO: retransmitting everything from snd_una (go-back-N).
     pub const LOSS: u32 = 1 << 17;
+    /// The RTO timer is armed as a tail loss probe timeout (RFC 8985 7).
+    pub const TLP_ARMED: u32 = 1 << 18;
+    /// A loss probe is out; no other until an ACK moves snd_una.
+    pub const TLP_OUT: u32 = 1 << 19;
 }
 
 /// One connection (or listener).
