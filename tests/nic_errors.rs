@@ -218,3 +218,82 @@ impl Drop for ArenaFile {
 fn scopeguard(name: &str) -> ArenaFile {
     ArenaFile(name.to_string())
 }
+
+#[test]
+fn queue_held_by_another_af_xdp_socket() {
+    use rbypass_nic::xsk::{bind_flags, RingSizes, Xsk};
+    if !have_root_and_netns() || !tool_available("python3") {
+        eprintln!("skipped: needs root, network namespaces and python3");
+        return;
+    }
+    let hosts = TwoHosts::create("eq", 69, 1).expect("namespaces");
+    let ifname = hosts.if_b.clone();
+    // Another program's AF_XDP socket on queue 0 (no XDP program needed).
+    let other = support::veth::in_netns(hosts.b.name(), move || {
+        let name = std::ffi::CString::new(ifname).unwrap();
+        // SAFETY: a valid NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        let len = 4 << 20;
+        // SAFETY: a fresh anonymous mapping for the UMEM; it is never
+        // unmapped (the test process ends first).
+        let umem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(umem, libc::MAP_FAILED);
+        let sizes = RingSizes {
+            fill: 64,
+            completion: 64,
+            rx: 64,
+            tx: 64,
+        };
+        Xsk::open(
+            ifindex,
+            0,
+            (umem.cast(), len),
+            2048,
+            None,
+            sizes,
+            bind_flags::COPY,
+        )
+        .expect("another AF_XDP socket on queue 0")
+    })
+    .unwrap();
+    // The app's first socket opens the device: its queue 0 is taken.
+    let app = "import socket\n\
+               s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+               s.bind(('0.0.0.0', 21181))\n\
+               print('bound')";
+    let o = Command::new("ip")
+        .args(["netns", "exec", hosts.b.name()])
+        .arg(rbypass())
+        .args(["run", "--nic", &format!("xdp:{}", hosts.if_b), "--"])
+        .args(["python3", "-c", app])
+        .env_remove("RBYPASS_NO_FAIL")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(out.trim(), "bound", "the app runs on the kernel: {err}");
+    assert!(
+        err.contains("queue 0 is already used by another AF_XDP socket"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.contains("WARN")).count(),
+        1,
+        "one warning line: {err}"
+    );
+    assert_eq!(
+        err.matches("xdp:").count(),
+        1,
+        "the device named once: {err}"
+    );
+    drop(other);
+}

@@ -255,7 +255,12 @@ fn build() -> Option<State> {
                 r
             };
             if let Err(e) = attached {
-                device_failed(&format!("{}: {e}", n.name()));
+                let e = e.to_string();
+                if e.starts_with(&n.name()) {
+                    device_failed(&e);
+                } else {
+                    device_failed(&format!("{}: {e}", n.name()));
+                }
                 return None;
             }
             let mut keep = [-1; MAX_KEEP_FDS];
