@@ -9,6 +9,8 @@
 //! Ports are below the kernel's ephemeral range (32768+), so no autobound
 //! socket takes them between tests.
 
+mod support;
+
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -49,17 +51,7 @@ impl StackName {
 
     /// A stack counter, from `rbypass stackdump counters`.
     fn counter(&self, name: &str) -> u64 {
-        let out = Command::new(rbypass())
-            .args(["stackdump", "counters", "--stack", &self.0])
-            .output()
-            .expect("stackdump");
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("no counter {name} in:\n{text}"))
+        support::stackdump::counter(&self.0, name)
     }
 
     /// Asserts that at least `min` frames crossed the stack since `before`.

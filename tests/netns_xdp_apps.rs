@@ -96,13 +96,7 @@ impl Stack {
 
     /// A counter, from `rbypass stackdump counters --stack NAME`.
     fn counter(&self, counter: &str) -> u64 {
-        let text = self.stackdump(&["counters", "--stack", &self.name]);
-        text.lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(counter)).then(|| w.next()?.parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("no counter {counter} for stack {}:\n{text}", self.name))
+        support::stackdump::counter(&self.name, counter)
     }
 
     /// Asserts that `rbypass stackdump` lists the stack with NIC

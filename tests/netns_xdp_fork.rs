@@ -12,11 +12,11 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddrV4, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::netns::{have_root_and_netns, KillOnDrop};
+use support::stackdump::{counter, rbypass};
 use support::veth::{in_netns, TwoHosts};
 
 const SERVER: &str = r#"
@@ -36,10 +36,6 @@ Server((sys.argv[1], int(sys.argv[2])), Echo).serve_forever()
 const CONNECTIONS: usize = 8;
 const BYTES: usize = 2 << 20;
 
-fn rbypass() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_rbypass"))
-}
-
 /// Removes the stack's arena file when the test ends.
 struct ArenaFile(String);
 
@@ -47,20 +43,6 @@ impl Drop for ArenaFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(format!("/dev/shm/rbypass-{}", self.0));
     }
-}
-
-fn counter(stack: &str, name: &str) -> u64 {
-    let out = Command::new(rbypass())
-        .args(["stackdump", "counters", "--stack", stack])
-        .output()
-        .expect("stackdump");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no counter {name} in:\n{text}"))
 }
 
 fn echo_client(to: SocketAddrV4, seed: usize) {

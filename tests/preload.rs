@@ -7,6 +7,8 @@
 //! Needs `cc` and `target/release/librbypass.so` (`cargo build --release`,
 //! which scripts/test.sh runs first).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -121,17 +123,7 @@ fn ready(p: &mut Proc) -> String {
 
 /// The stack's frame counter (frames carried by the loop NIC).
 fn stack_frames(stack: &str) -> u64 {
-    let out = Command::new(rbypass())
-        .args(["stackdump", "counters", "--stack", stack])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next() == Some("rx_frames")).then(|| it.next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no rx_frames in stackdump output:\n{text}"))
+    support::stackdump::counter(stack, "rx_frames")
 }
 
 /// A unique stack name, whose arena is removed when dropped.

@@ -3,13 +3,14 @@
 //! in a namespace of its own with a veth pair, an address, a neighbour and a
 //! default route, whose changes the monitor must report.
 
-use std::fs::File;
+mod common;
+
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{in_netns, ip, ip_mac, ipn, Netns};
 use rbypass_nic::netlink::{
     snapshot, Event, Monitor, NeighInfo, Netlink, NetlinkError, RouteInfo, NUD_FAILED,
     NUD_INCOMPLETE, NUD_PERMANENT, NUD_REACHABLE,
@@ -18,29 +19,6 @@ use rbypass_nic::netlink::{
 const GW: Ipv4Addr = Ipv4Addr::new(198, 18, 40, 1);
 const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0x40, 1];
 const OWN: Ipv4Addr = Ipv4Addr::new(198, 18, 40, 2);
-
-/// Runs `ip ARGS`, returning its output or why it failed.
-fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `ip -n NS ARGS`, which must succeed.
-fn ipn(ns: &str, args: &[&str]) -> String {
-    let mut all = vec!["-n", ns];
-    all.extend_from_slice(args);
-    ip(&all).unwrap()
-}
 
 /// Runs `ip -n NS -batch -` on `commands`, which must succeed.
 fn ip_batch(ns: &str, commands: &str) {
@@ -56,45 +34,6 @@ fn ip_batch(ns: &str, commands: &str) {
         .write_all(commands.as_bytes())
         .unwrap();
     assert!(child.wait().unwrap().success(), "ip -batch failed");
-}
-
-/// A network namespace, deleted on drop (also when the test panics).
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.0]);
-    }
-}
-
-/// Runs `f` on a thread inside namespace `ns` (setns changes only the
-/// calling thread, and netlink sockets opened there belong to `ns`).
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            let file = File::open(format!("/var/run/netns/{ns}")).expect("open the namespace");
-            // SAFETY: a plain system call on a descriptor open for its duration.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        });
-        h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
-}
-
-/// The MAC `ip` shows for a link.
-fn ip_mac(ns: &str, dev: &str) -> [u8; 6] {
-    let out = ipn(ns, &["-o", "link", "show", dev]);
-    let text = out
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no link/ether in {out:?}"));
-    let mut mac = [0; 6];
-    for (b, hex) in mac.iter_mut().zip(text.split(':')) {
-        *b = u8::from_str_radix(hex, 16).unwrap();
-    }
-    mac
 }
 
 /// Reads events until `want` holds for one of each, or 5 s pass (each

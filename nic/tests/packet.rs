@@ -8,14 +8,15 @@
 //!
 //! Needs root and `ip`; without them the tests print "skipped" and pass.
 
-use std::fs::File;
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{have_root_and_ip, ip_mac, Netns};
 use rbypass_nic::driver::Driver;
 use rbypass_nic::packet::{PacketError, PacketNic, PacketStats};
 use rbypass_nic::Nic;
@@ -26,95 +27,6 @@ const B_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 60, 2);
 const ECHO_PORT: u16 = 7300;
 const KERNEL_PORT: u16 = 7301;
 const DATAGRAMS: u32 = 1000;
-
-/// Whether we are root and have `ip` (else the tests are skipped).
-fn have_root_and_ip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return false;
-    }
-    Command::new("ip")
-        .args(["-V"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Runs `ip ARGS`, returning its output or why it failed.
-fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A network namespace, deleted on drop (also when the test panics).
-struct Netns(String);
-
-impl Netns {
-    fn create(name: String) -> Netns {
-        let _ = ip(&["netns", "del", &name]);
-        ip(&["netns", "add", &name]).unwrap();
-        Netns(name)
-    }
-
-    /// `ip -n NS ARGS`, which must succeed.
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", &self.0];
-        all.extend_from_slice(args);
-        ip(&all).unwrap()
-    }
-
-    /// `ip netns exec NS sysctl -qw SETTING`, which must succeed.
-    fn sysctl(&self, setting: &str) {
-        ip(&["netns", "exec", &self.0, "sysctl", "-qw", setting]).unwrap();
-    }
-
-    /// Runs `f` on a thread inside this namespace (setns changes only the
-    /// calling thread; sockets created there belong to the namespace for
-    /// good, whichever thread uses them later).
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            let h = s.spawn(|| {
-                let file =
-                    File::open(format!("/var/run/netns/{}", self.0)).expect("open the namespace");
-                // SAFETY: a plain system call on a descriptor open for its duration.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            });
-            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.0]);
-    }
-}
-
-/// The MAC `ip` shows for a link.
-fn ip_mac(ns: &Netns, dev: &str) -> [u8; 6] {
-    let out = ns.ip(&["-o", "link", "show", dev]);
-    let text = out
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no link/ether in {out:?}"));
-    let mut mac = [0; 6];
-    for (b, hex) in mac.iter_mut().zip(text.split(':')) {
-        *b = u8::from_str_radix(hex, 16).unwrap();
-    }
-    mac
-}
 
 /// Datagram `i`: 1..=1472 bytes of a pattern of `i`.
 fn payload(i: u32) -> Vec<u8> {
@@ -168,7 +80,7 @@ fn packet_udp_echo_beside_the_kernel() {
     let caps = nic.caps();
     assert_eq!(
         caps.mac.0,
-        ip_mac(&b, "rbpk1"),
+        ip_mac(b.name(), "rbpk1"),
         "the stack uses the MAC of rbpk1"
     );
     assert_eq!(caps.mtu, 1500);

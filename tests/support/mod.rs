@@ -5,4 +5,5 @@
 
 pub mod impair;
 pub mod netns;
+pub mod stackdump;
 pub mod veth;
