@@ -19,6 +19,7 @@ pub mod loopback;
 pub mod netlink;
 pub mod packet;
 pub mod pair;
+mod sockopt;
 pub mod spec;
 pub mod tap;
 pub mod xdp;

@@ -49,6 +49,7 @@ use crate::ctl::ControlPlane;
 use crate::flow::{self, proto, FlowKey, FlowSet};
 use crate::flow_prog::{self, Flavour};
 use crate::netlink::NetlinkError;
+use crate::sockopt;
 use crate::{Nic, NicCaps};
 
 /// `TPACKET_V2` of `enum tpacket_versions`.
@@ -223,26 +224,6 @@ fn is_perm(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
 }
 
-/// `setsockopt` of a plain value.
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` points to a live `T` of the size passed; the kernel
-    // only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (val as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// Attaches (atomically replacing any previous) a classic BPF filter.
 fn attach_filter(fd: RawFd, prog: &[libc::sock_filter]) -> io::Result<()> {
     let fprog = libc::sock_fprog {
@@ -250,7 +231,7 @@ fn attach_filter(fd: RawFd, prog: &[libc::sock_filter]) -> io::Result<()> {
         filter: prog.as_ptr().cast_mut(),
     };
     // The kernel copies the program during the call.
-    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+    sockopt::set(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
 
 /// An `ifreq` naming `ifname` (which fits: `if_nametoindex` accepted it).
@@ -333,10 +314,10 @@ impl PacketNic {
             k: 0,
         }];
         attach_filter(s, &drop_all).map_err(|e| io_err("attaching the drop-all filter", e))?;
-        setsockopt(s, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V2)
+        sockopt::set(s, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V2)
             .map_err(|e| io_err("selecting TPACKET_V2", e))?;
         // A malformed TX frame is skipped rather than stalling the ring.
-        setsockopt(s, libc::SOL_PACKET, libc::PACKET_LOSS, &1 as &libc::c_int)
+        sockopt::set(s, libc::SOL_PACKET, libc::PACKET_LOSS, &1 as &libc::c_int)
             .map_err(|e| io_err("setting PACKET_LOSS", e))?;
 
         // SAFETY: plain sysconf.
@@ -353,9 +334,9 @@ impl PacketNic {
             tp_frame_size: FRAME_SIZE as libc::c_uint,
             tp_frame_nr: (block_nr * frames_per_block) as libc::c_uint,
         };
-        setsockopt(s, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
+        sockopt::set(s, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
             .map_err(|e| io_err("setting up the RX ring", e))?;
-        setsockopt(s, libc::SOL_PACKET, libc::PACKET_TX_RING, &req)
+        sockopt::set(s, libc::SOL_PACKET, libc::PACKET_TX_RING, &req)
             .map_err(|e| io_err("setting up the TX ring", e))?;
         let ring_len = block_size * block_nr;
         let map_len = 2 * ring_len;
@@ -405,7 +386,7 @@ impl PacketNic {
             kernel_drop,
         };
 
-        setsockopt(
+        sockopt::set(
             s,
             libc::SOL_PACKET,
             libc::PACKET_IGNORE_OUTGOING,
@@ -433,7 +414,7 @@ impl PacketNic {
                 _ => io_err("binding to the interface", e),
             });
         }
-        if let Err(e) = setsockopt(
+        if let Err(e) = sockopt::set(
             s,
             libc::SOL_PACKET,
             libc::PACKET_QDISC_BYPASS,

@@ -11,6 +11,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::sockopt;
+
 const AF_XDP: i32 = 44;
 const SOL_XDP: i32 = 283;
 
@@ -250,36 +252,6 @@ impl<T> Drop for Ring<T> {
     }
 }
 
-fn setsockopt<T>(fd: RawFd, name: i32, v: &T) -> io::Result<()> {
-    // SAFETY: v is a valid T of the size passed.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            SOL_XDP,
-            name,
-            (v as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn getsockopt<T: Default>(fd: RawFd, name: i32) -> io::Result<T> {
-    let mut v = T::default();
-    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
-    // SAFETY: v is a valid, writable T of the size passed.
-    let r = unsafe { libc::getsockopt(fd, SOL_XDP, name, (&mut v as *mut T).cast(), &mut len) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(v)
-    }
-}
-
 /// Ring sizes of one socket (powers of two).
 #[derive(Debug, Clone, Copy)]
 pub struct RingSizes {
@@ -330,15 +302,15 @@ impl Xsk {
                 flags: 0,
                 tx_metadata_len: 0,
             };
-            setsockopt(s, opt::UMEM_REG, &reg)?;
+            sockopt::set(s, SOL_XDP, opt::UMEM_REG, &reg)?;
         }
         // Every socket has its own fill and completion rings (a socket that
         // shares the UMEM but serves another queue needs them).
-        setsockopt(s, opt::UMEM_FILL_RING, &sizes.fill)?;
-        setsockopt(s, opt::UMEM_COMPLETION_RING, &sizes.completion)?;
-        setsockopt(s, opt::RX_RING, &sizes.rx)?;
-        setsockopt(s, opt::TX_RING, &sizes.tx)?;
-        let off: MmapOffsets = getsockopt(s, opt::MMAP_OFFSETS)?;
+        sockopt::set(s, SOL_XDP, opt::UMEM_FILL_RING, &sizes.fill)?;
+        sockopt::set(s, SOL_XDP, opt::UMEM_COMPLETION_RING, &sizes.completion)?;
+        sockopt::set(s, SOL_XDP, opt::RX_RING, &sizes.rx)?;
+        sockopt::set(s, SOL_XDP, opt::TX_RING, &sizes.tx)?;
+        let off: MmapOffsets = sockopt::get(s, SOL_XDP, opt::MMAP_OFFSETS)?;
         let fill = Ring::map(s, &off.fr, sizes.fill, pgoff::FILL_RING)?;
         let comp = Ring::map(s, &off.cr, sizes.completion, pgoff::COMPLETION_RING)?;
         let rx = Ring::map(s, &off.rx, sizes.rx, pgoff::RX_RING)?;
@@ -367,7 +339,8 @@ impl Xsk {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        let zerocopy = getsockopt::<u32>(s, opt::OPTIONS).is_ok_and(|o| o & OPTIONS_ZEROCOPY != 0);
+        let zerocopy =
+            sockopt::get::<u32>(s, SOL_XDP, opt::OPTIONS).is_ok_and(|o| o & OPTIONS_ZEROCOPY != 0);
         Ok(Xsk {
             fd,
             fill,
@@ -437,6 +410,6 @@ impl Xsk {
 
     /// The kernel's counters for this socket.
     pub fn stats(&self) -> io::Result<XskStats> {
-        getsockopt(self.fd(), opt::STATISTICS)
+        sockopt::get(self.fd(), SOL_XDP, opt::STATISTICS)
     }
 }
