@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use rbypass_stack::wire::EthernetAddress;
 use rbypass_stack::{Core, IfaceConfig};
 
-use crate::netlink::{Event, IfaceSnapshot, Monitor, Netlink, NetlinkError};
+use crate::netlink::{Event, IfaceSnapshot, Monitor, Netlink, NetlinkError, NUD_FAILED};
 
 /// How often the kernel's change notifications are read (ns).
 const POLL_INTERVAL_NS: u64 = 10_000_000;
@@ -178,15 +178,14 @@ impl ControlPlane {
                     reread = true;
                 }
                 Event::RouteAdded(_) | Event::RouteRemoved(_) => reread = true,
-                Event::Neigh(n) if n.ifindex == self.ifindex => match (n.is_valid(), n.mac) {
-                    _ if {
-                        tracing::debug!("neighbour event: {n:?}");
-                        false
-                    } => {}
-                    (true, Some(mac)) => core.arp_learn(n.addr, EthernetAddress(mac), now),
-                    _ if n.state & NUD_FAILED != 0 => core.arp_forget(n.addr),
-                    _ => {}
-                },
+                Event::Neigh(n) if n.ifindex == self.ifindex => {
+                    tracing::debug!("neighbour event: {n:?}");
+                    match (n.is_valid(), n.mac) {
+                        (true, Some(mac)) => core.arp_learn(n.addr, EthernetAddress(mac), now),
+                        _ if n.state & NUD_FAILED != 0 => core.arp_forget(n.addr),
+                        _ => {}
+                    }
+                }
                 Event::NeighRemoved(n) if n.ifindex == self.ifindex => core.arp_forget(n.addr),
                 _ => {}
             }
@@ -246,9 +245,6 @@ pub fn arp_request_target(frame: &[u8]) -> Option<Ipv4Addr> {
     (frame.len() >= 42 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 1])
         .then(|| Ipv4Addr::new(frame[38], frame[39], frame[40], frame[41]))
 }
-
-/// NUD_FAILED.
-const NUD_FAILED: u16 = 0x20;
 
 /// The kernel's view of interface `ifindex`, through an open socket (so it
 /// is that socket's namespace, whichever thread asks).
