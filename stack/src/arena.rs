@@ -285,6 +285,8 @@ pub struct ArenaHeader {
     /// Threads sleeping on `wake_seq`.
     pub sleepers: AtomicU32,
     pub counters: StackCounters,
+    /// Processes attached to the stack (changed without the stack lock).
+    pub procs: crate::procs::ProcTable,
 }
 
 /// What a read-only observer may copy out of [`CoreState`] under the seqlock.
@@ -360,6 +362,8 @@ pub struct CoreState {
     /// must agree on (a fork child drives it too, with its own copy of the
     /// device's memory): the AF_PACKET ring cursors.
     pub nic_cursor: [u32; 4],
+    /// Multicast groups joined by the stack's sockets.
+    pub mcast: crate::iface::mcast::GroupTable,
 }
 
 /// Errors of creating or attaching an arena.
@@ -521,6 +525,7 @@ impl Arena {
             wake_seq: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
             counters: StackCounters::default(),
+            procs: crate::procs::ProcTable::new(),
         };
         // SAFETY: the mapping is at least `layout.total` bytes, page aligned,
         // and not yet visible to any other process.

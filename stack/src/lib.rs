@@ -19,6 +19,7 @@ pub mod counters;
 pub mod iface;
 pub mod lock;
 pub mod pool;
+pub mod procs;
 pub mod socket;
 pub mod stack;
 pub mod tcp;

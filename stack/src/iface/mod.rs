@@ -4,6 +4,7 @@ pub mod arp_cache;
 mod icmp;
 pub use icmp::ICMP_BURST;
 mod ipv4;
+pub mod mcast;
 pub(crate) use ipv4::checksum_ok;
 
 use std::net::Ipv4Addr;
