@@ -1,17 +1,31 @@
 //! IPv4 (RFC 791): the header every UDP/ICMP/TCP packet rides in.
-//! Options are allowed on receive and skipped; we never send any.
+//! Options are allowed on receive and skipped; the only one we send is
+//! Router Alert, on IGMP (RFC 2113, RFC 3376 4).
 
 use std::net::Ipv4Addr;
 
 use super::{checksum, read_u16, write_u16, Error, Result};
 
-/// Length of an IPv4 header without options (all we emit).
+/// Length of an IPv4 header without options.
 pub const HEADER_LEN: usize = 20;
+
+/// Longest options part of a header (the header length field's limit).
+pub const MAX_OPTIONS_LEN: usize = 40;
+
+/// Router Alert (RFC 2113), 4 bytes: routers look at IGMP messages that
+/// are not addressed to them.
+pub const OPTION_ROUTER_ALERT: [u8; 4] = [0x94, 0x04, 0x00, 0x00];
+
+/// Type of service of IGMP messages (precedence "internetwork control",
+/// as Linux sends them).
+pub const TOS_INTERNETWORK_CONTROL: u8 = 0xc0;
 
 /// IP protocol numbers the stack knows.
 pub mod protocol {
     /// ICMP.
     pub const ICMP: u8 = 1;
+    /// IGMP.
+    pub const IGMP: u8 = 2;
     /// TCP.
     pub const TCP: u8 = 6;
     /// UDP.
@@ -240,11 +254,22 @@ impl Ipv4Repr {
 
     /// Writes a 20-byte header with a correct checksum at the start of `buf`.
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
-        let total = HEADER_LEN + self.payload_len;
+        self.emit_with(buf, 0, &[])
+    }
+
+    /// Writes a header with type of service `tos` and `options` (a multiple
+    /// of 4 bytes, at most [`MAX_OPTIONS_LEN`]) after the fixed part, with a
+    /// correct checksum, at the start of `buf`.
+    pub fn emit_with(&self, buf: &mut [u8], tos: u8, options: &[u8]) -> Result<()> {
+        if options.len() % 4 != 0 || options.len() > MAX_OPTIONS_LEN {
+            return Err(Error::Malformed);
+        }
+        let hl = HEADER_LEN + options.len();
+        let total = hl + self.payload_len;
         let total = u16::try_from(total).map_err(|_| Error::Malformed)?;
-        let h = buf.get_mut(..HEADER_LEN).ok_or(Error::Truncated)?;
-        h[field::VER_IHL] = 0x45;
-        h[1] = 0;
+        let h = buf.get_mut(..hl).ok_or(Error::Truncated)?;
+        h[field::VER_IHL] = 0x40 | (hl / 4) as u8;
+        h[1] = tos;
         write_u16(h, field::LENGTH, total);
         write_u16(h, field::IDENT, self.ident);
         write_u16(h, field::FLG_OFF, if self.dont_frag { FLAG_DF } else { 0 });
@@ -253,6 +278,7 @@ impl Ipv4Repr {
         write_u16(h, field::CHECKSUM, 0);
         h[field::SRC..field::SRC + 4].copy_from_slice(&self.src_addr.octets());
         h[field::DST..field::DST + 4].copy_from_slice(&self.dst_addr.octets());
+        h[HEADER_LEN..].copy_from_slice(options);
         let c = checksum::finish(checksum::accumulate(h, 0));
         write_u16(h, field::CHECKSUM, c);
         Ok(())
@@ -371,5 +397,37 @@ mod tests {
             ..r
         };
         assert_eq!(big.emit(&mut buf), Err(Error::Malformed));
+    }
+
+    /// The IPv4 header of an IGMPv3 report Linux sent (captured on a veth):
+    /// TOS 0xc0, TTL 1, DF, ident 0, Router Alert.
+    #[test]
+    fn emit_with_router_alert_matches_linux() {
+        let linux: [u8; 24] = [
+            0x46, 0xc0, 0x00, 0x34, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0xf9, 0x89, 0x0a, 0x63,
+            0x00, 0x01, 0xe0, 0x00, 0x00, 0x16, 0x94, 0x04, 0x00, 0x00,
+        ];
+        let r = Ipv4Repr {
+            src_addr: Ipv4Addr::new(10, 99, 0, 1),
+            dst_addr: Ipv4Addr::new(224, 0, 0, 22),
+            protocol: protocol::IGMP,
+            payload_len: 28,
+            ttl: 1,
+            dont_frag: true,
+            ident: 0,
+        };
+        let mut buf = [0u8; 24];
+        r.emit_with(&mut buf, TOS_INTERNETWORK_CONTROL, &OPTION_ROUTER_ALERT)
+            .unwrap();
+        assert_eq!(buf, linux);
+        assert_eq!(
+            r.emit_with(&mut buf, 0, &[1, 2, 3]),
+            Err(Error::Malformed),
+            "options are whole words"
+        );
+        assert_eq!(
+            r.emit_with(&mut [0u8; 23], 0, &OPTION_ROUTER_ALERT),
+            Err(Error::Truncated)
+        );
     }
 }

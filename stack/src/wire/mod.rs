@@ -8,6 +8,7 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmpv4;
+pub mod igmp;
 pub mod ipv4;
 pub mod seq;
 pub mod tcp;
