@@ -137,6 +137,24 @@ counter_set! {
         tcp_loss_probes,
         tcp_syncookies_sent,
         tcp_syncookies_ok,
+        /// IPv4 multicast to a group no socket of the stack joined.
+        rx_drop_mcast_group,
+        /// Our own multicast frame handed back by the device (the loop NIC
+        /// does): local receivers got it when it was sent (IP_MULTICAST_LOOP).
+        rx_mcast_own_echo,
+        /// Multicast datagrams delivered to the stack's own sockets as they
+        /// were sent (IP_MULTICAST_LOOP).
+        udp_mcast_looped,
+        /// Malformed or bad-checksum IGMP.
+        rx_drop_igmp,
+        /// IGMP queries received (any version).
+        igmp_rx_queries,
+        /// IGMP reports and leaves of other hosts received.
+        igmp_rx_reports,
+        /// IGMP reports sent (joins, changes and their repeats, answers to queries).
+        igmp_tx_reports,
+        /// IGMP leaves sent (v2 leaves, and v3 reports that leave a group).
+        igmp_tx_leaves,
     }
 }
 

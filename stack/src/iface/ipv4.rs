@@ -26,6 +26,17 @@ pub(crate) enum NextHop {
     Broadcast,
     /// A neighbour to resolve with ARP.
     Neighbour(Ipv4Addr),
+    /// An IPv4 multicast group: its Ethernet group address (RFC 1112 6.4).
+    Multicast(Ipv4Addr),
+}
+
+/// How [`Core::ip_output_with`] builds the IPv4 header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutOpts<'a> {
+    pub ttl: u8,
+    pub tos: u8,
+    /// Header options (whole words); the transport header follows them.
+    pub options: &'a [u8],
 }
 
 impl Core<'_> {
@@ -51,8 +62,16 @@ impl Core<'_> {
                 return;
             }
         };
-        if dst != iface.mac() && !dst.is_broadcast() {
+        let group = super::mcast::is_ipv4_group_mac(dst);
+        if dst != iface.mac() && !dst.is_broadcast() && !group {
             self.hdr.counters.rx_drop_not_our_mac.inc();
+            self.pool.put(b);
+            return;
+        }
+        if group && self.pool.frame(b)[6..12] == iface.mac().0 {
+            // Our own multicast handed back by the device (the loop NIC
+            // does): local receivers had it when it was sent.
+            self.hdr.counters.rx_mcast_own_echo.inc();
             self.pool.put(b);
             return;
         }
@@ -273,7 +292,18 @@ impl Core<'_> {
                 return;
             }
         };
-        let bcast = iface.is_broadcast(dst);
+        // Broadcast or multicast: delivered to every matching socket, never
+        // answered with an ICMP error.
+        let bcast = if dst.is_multicast() {
+            if !self.mcast_accepts(dst) {
+                self.hdr.counters.rx_drop_mcast_group.inc();
+                self.pool.put(b);
+                return;
+            }
+            true
+        } else {
+            iface.is_broadcast(dst)
+        };
         if !iface.is_local(dst) && !bcast {
             self.hdr.counters.rx_drop_not_our_ip.inc();
             self.pool.put(b);
@@ -289,6 +319,7 @@ impl Core<'_> {
             ipv4::protocol::UDP => self.udp_input(b, src, dst, l4, tlen - hlen, bcast),
             ipv4::protocol::ICMP => self.icmp_input(b, src, dst, l4, tlen - hlen, bcast, now),
             ipv4::protocol::TCP => self.tcp_input(b, src, dst, l4, tlen - hlen, bcast, now),
+            ipv4::protocol::IGMP => self.igmp_input(b, l4, tlen - hlen, now),
             _ => {
                 self.hdr.counters.rx_drop_ip_proto.inc();
                 if !bcast {
@@ -346,7 +377,7 @@ impl Core<'_> {
         let d = Delivery {
             src: SocketAddrV4::new(src, sport),
             dst: SocketAddrV4::new(dst, dport),
-            is_broadcast: bcast,
+            multi: bcast,
         };
         self.pool.get(b);
         if self.udp_deliver(b, d) {
@@ -366,6 +397,8 @@ impl Core<'_> {
         let iface = self.iface();
         if iface.is_local(dst) {
             Ok(NextHop::Local)
+        } else if dst.is_multicast() {
+            Ok(NextHop::Multicast(dst))
         } else if iface.is_broadcast(dst) {
             Ok(NextHop::Broadcast)
         } else if iface.on_link(dst) {
@@ -397,6 +430,26 @@ impl Core<'_> {
         protocol: u8,
         l4_len: usize,
     ) -> Result<(), SockError> {
+        let opts = OutOpts {
+            ttl: DEFAULT_TTL,
+            tos: 0,
+            options: &[],
+        };
+        self.ip_output_with(b, src, dst, protocol, l4_len, opts)
+    }
+
+    /// [`Core::ip_output`] with a TTL, type of service and header options
+    /// (the transport header sits after them). A multicast packet with
+    /// TTL 0 never leaves the host (as Linux's ip_mc_output).
+    pub(crate) fn ip_output_with(
+        &mut self,
+        b: BufId,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        l4_len: usize,
+        opts: OutOpts<'_>,
+    ) -> Result<(), SockError> {
         let hop = match self.route(dst) {
             Ok(h) => h,
             Err(e) => {
@@ -411,14 +464,15 @@ impl Core<'_> {
             dst_addr: dst,
             protocol,
             payload_len: l4_len,
-            ttl: DEFAULT_TTL,
+            ttl: opts.ttl,
             dont_frag: true,
             ident: 0,
         };
-        let total = ethernet::HEADER_LEN + ipv4::HEADER_LEN + l4_len;
+        let total = ethernet::HEADER_LEN + ipv4::HEADER_LEN + opts.options.len() + l4_len;
         let dst_mac = match hop {
             NextHop::Local => Some(iface.mac()),
             NextHop::Broadcast => Some(EthernetAddress::BROADCAST),
+            NextHop::Multicast(g) => Some(super::mcast::group_mac(g)),
             NextHop::Neighbour(n) => self.resolve(n),
         };
         {
@@ -429,13 +483,14 @@ impl Core<'_> {
                 iface.mac(),
                 ethernet::ethertype::IPV4,
             );
-            let _ = repr.emit(&mut frame[ethernet::HEADER_LEN..]);
+            let _ = repr.emit_with(&mut frame[ethernet::HEADER_LEN..], opts.tos, opts.options);
         }
         match (hop, dst_mac) {
             (NextHop::Local, _) => self.loop_push(b),
+            (NextHop::Multicast(_), _) if opts.ttl == 0 => self.pool.put(b),
             (_, Some(_)) => self.queue_tx(b),
             (NextHop::Neighbour(n), None) => self.hold_for_arp(b, n),
-            (NextHop::Broadcast, None) => self.pool.put(b),
+            (NextHop::Broadcast | NextHop::Multicast(_), None) => self.pool.put(b),
         }
         Ok(())
     }

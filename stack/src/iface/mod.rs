@@ -3,7 +3,7 @@
 pub mod arp_cache;
 mod icmp;
 pub use icmp::ICMP_BURST;
-mod ipv4;
+pub(crate) mod ipv4;
 pub mod mcast;
 pub(crate) use ipv4::checksum_ok;
 

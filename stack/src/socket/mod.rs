@@ -55,6 +55,127 @@ pub mod flag {
     /// SO_REUSEADDR: may share its port with sockets that are not listening
     /// (and a TIME_WAIT connection does not hold the port against it).
     pub const REUSEADDR: u16 = 1 << 4;
+    /// SO_REUSEPORT (UDP): may share its address and port with other
+    /// SO_REUSEPORT sockets; unicast datagrams are spread over them by flow.
+    pub const REUSEPORT: u16 = 1 << 5;
+}
+
+/// Most multicast memberships of one socket (Linux's igmp_max_memberships).
+pub const MAX_MEMBERSHIPS: usize = 20;
+/// Most sources in one membership's filter (Linux's igmp_max_msf).
+pub const MAX_SOURCES: usize = 10;
+
+/// Source filter modes of a membership (the values of Linux's MCAST_*).
+pub mod filter_mode {
+    /// Receive from every source except those listed (IP_ADD_MEMBERSHIP,
+    /// IP_BLOCK_SOURCE).
+    pub const EXCLUDE: u8 = 0;
+    /// Receive only from the sources listed (IP_ADD_SOURCE_MEMBERSHIP).
+    pub const INCLUDE: u8 = 1;
+}
+
+/// One multicast group a socket joined, with its source filter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// Group address (network-order bytes).
+    pub group: [u8; 4],
+    /// Interface address given at join (0.0.0.0: the default interface).
+    pub iface: [u8; 4],
+    /// [`filter_mode`].
+    pub mode: u8,
+    /// Sources in use in `sources`.
+    pub nsrc: u8,
+    pub _pad: [u8; 2],
+    pub sources: [[u8; 4]; MAX_SOURCES],
+}
+
+impl Membership {
+    /// The group.
+    pub fn group(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.group)
+    }
+
+    /// The sources of the filter.
+    pub fn sources(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.sources[..usize::from(self.nsrc)]
+            .iter()
+            .map(|s| Ipv4Addr::from(*s))
+    }
+
+    /// Whether `src` is in the source list.
+    pub fn lists(&self, src: Ipv4Addr) -> bool {
+        self.sources[..usize::from(self.nsrc)].contains(&src.octets())
+    }
+
+    /// Linux's ip_mc_sf_allow for a socket holding this membership.
+    pub fn allows(&self, src: Ipv4Addr) -> bool {
+        self.lists(src) == (self.mode == filter_mode::INCLUDE)
+    }
+}
+
+/// Multicast state of a socket: its memberships and IP_MULTICAST_* options.
+#[repr(C)]
+pub struct SockMcast {
+    /// IP_MULTICAST_IF: source address of multicast sends (0.0.0.0: the
+    /// interface's).
+    pub if_addr: [u8; 4],
+    /// IP_MULTICAST_TTL.
+    pub ttl: u8,
+    /// [`mc_flag`] bits.
+    pub flags: u8,
+    /// Memberships in use, at the front of `memberships`.
+    pub count: u8,
+    pub _pad: u8,
+    pub memberships: [Membership; MAX_MEMBERSHIPS],
+}
+
+/// Bits of [`SockMcast::flags`], set when an option is off so that a fresh
+/// (zeroed) socket has Linux's defaults.
+pub mod mc_flag {
+    /// IP_MULTICAST_LOOP off.
+    pub const NO_LOOP: u8 = 1 << 0;
+    /// IP_MULTICAST_ALL off.
+    pub const NO_ALL: u8 = 1 << 1;
+}
+
+impl SockMcast {
+    /// Linux's defaults: TTL 1, loop and all on, no memberships.
+    pub(crate) fn reset(&mut self) {
+        self.if_addr = [0; 4];
+        self.ttl = 1;
+        self.flags = 0;
+        self.count = 0;
+    }
+
+    /// The memberships in use.
+    pub fn memberships(&self) -> &[Membership] {
+        &self.memberships[..usize::from(self.count)]
+    }
+
+    /// Index of the membership of `group`.
+    pub fn find(&self, group: Ipv4Addr) -> Option<usize> {
+        self.memberships()
+            .iter()
+            .position(|m| m.group == group.octets())
+    }
+
+    /// Whether a datagram from `src` to multicast `group` is for this
+    /// socket (Linux's ip_mc_sf_allow): its membership's filter decides;
+    /// with none, IP_MULTICAST_ALL does.
+    pub fn allows(&self, group: Ipv4Addr, src: Ipv4Addr) -> bool {
+        match self.find(group) {
+            Some(i) => self.memberships[i].allows(src),
+            None => self.flags & mc_flag::NO_ALL == 0,
+        }
+    }
+
+    /// Removes membership `i`.
+    pub(crate) fn remove(&mut self, i: usize) {
+        let n = usize::from(self.count);
+        self.memberships.copy_within(i + 1..n, i);
+        self.count -= 1;
+    }
 }
 
 /// One socket. Identity fields change under the slot's seqlock (`gen`) so
@@ -90,6 +211,8 @@ pub struct SocketSlot {
     /// Received datagrams.
     pub rxq: PktQueue,
     pub counters: SocketCounters,
+    /// Multicast memberships and options (UDP).
+    pub mcast: SockMcast,
 }
 
 /// A consistent copy of a socket's identity, for observers.
@@ -222,6 +345,9 @@ pub enum SockError {
     /// (the preload library's blocking loops report it).
     #[error("interrupted by a signal")]
     Interrupted,
+    /// A multicast join named an interface address the stack does not have.
+    #[error("no such device")]
+    NoDevice,
 }
 
 impl SockError {
@@ -246,6 +372,7 @@ impl SockError {
             SockError::ConnReset => libc::ECONNRESET,
             SockError::TimedOut => libc::ETIMEDOUT,
             SockError::Interrupted => libc::EINTR,
+            SockError::NoDevice => libc::ENODEV,
         }
     }
 
@@ -258,6 +385,7 @@ impl SockError {
             libc::ECONNRESET => SockError::ConnReset,
             libc::ETIMEDOUT => SockError::TimedOut,
             libc::EPIPE => SockError::BrokenPipe,
+            libc::ENODEV => SockError::NoDevice,
             _ => SockError::Invalid,
         }
     }
@@ -321,6 +449,7 @@ impl crate::stack::Core<'_> {
         slot.fd_refs = 0;
         slot.rxq = PktQueue::EMPTY;
         slot.counters.reset();
+        slot.mcast.reset();
         slot.incarnation = slot.incarnation.wrapping_add(1);
         slot.end_change();
         self.st.sockets_open += 1;

@@ -4,11 +4,22 @@
 //! Every call is non-blocking: an empty queue gives [`SockError::WouldBlock`];
 //! waiting is the caller's business (the NIC driver polls or sleeps). A
 //! received datagram stays in its packet buffer until `recv_from` copies it
-//! out, and the same buffer can be queued on several sockets (broadcast).
+//! out, and the same buffer can be queued on several sockets (broadcast,
+//! multicast).
+//!
+//! Multicast follows Linux: memberships with source filters per socket
+//! (IP_ADD_MEMBERSHIP and friends, see [`crate::iface::mcast`] for the
+//! stack-wide groups and IGMP), IP_MULTICAST_IF/TTL/LOOP/ALL, and
+//! SO_REUSEADDR/SO_REUSEPORT port sharing with SO_REUSEPORT groups
+//! spreading unicast datagrams by flow.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use super::{bucket, flag, kind, SockError, SocketId, SocketSlot, EPHEMERAL_FIRST, EPHEMERAL_LAST};
+use super::{
+    bucket, filter_mode, flag, kind, mc_flag, Membership, SockError, SocketId, SocketSlot,
+    EPHEMERAL_FIRST, EPHEMERAL_LAST, MAX_MEMBERSHIPS, MAX_SOURCES,
+};
+use crate::iface::ipv4::{OutOpts, DEFAULT_TTL};
 use crate::pool::{BufId, PktQueue, BUF_SIZE, NIL};
 use crate::stack::Core;
 use crate::wire::{ipv4, udp as wudp};
@@ -33,7 +44,28 @@ pub struct RecvMeta {
 pub(crate) struct Delivery {
     pub src: SocketAddrV4,
     pub dst: SocketAddrV4,
-    pub is_broadcast: bool,
+    /// Broadcast or multicast: every matching socket gets it.
+    pub multi: bool,
+}
+
+/// A socket's IP_MULTICAST_* options, for getsockopt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct McastOpts {
+    /// IP_MULTICAST_IF (0.0.0.0: the interface's address).
+    pub interface: Ipv4Addr,
+    /// IP_MULTICAST_TTL.
+    pub ttl: u8,
+    /// IP_MULTICAST_LOOP.
+    pub loopback: bool,
+    /// IP_MULTICAST_ALL.
+    pub all: bool,
+}
+
+/// Hash of a flow's source, for picking a socket of an SO_REUSEPORT group
+/// (stable per flow).
+fn flow_hash(src: SocketAddrV4) -> u32 {
+    let x = u64::from(u32::from(*src.ip())) << 16 | u64::from(src.port());
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
 }
 
 impl Core<'_> {
@@ -57,9 +89,21 @@ impl Core<'_> {
         Ok(SocketId::new(i, self.sockets[i as usize].incarnation))
     }
 
-    /// Closes a socket, dropping any queued datagrams.
+    /// Closes a socket, dropping any queued datagrams and its multicast
+    /// memberships (a group's last one sends a leave, as Linux does).
     pub fn udp_close(&mut self, s: SocketId) -> Result<(), SockError> {
         self.slot(s)?;
+        let groups: Vec<Ipv4Addr> = self.sockets[s.index() as usize]
+            .mcast
+            .memberships()
+            .iter()
+            .map(Membership::group)
+            .collect();
+        self.sockets[s.index() as usize].mcast.count = 0;
+        for g in groups {
+            self.mcast_unref(g);
+            self.mcast_changed(g);
+        }
         self.unhash_port(s.index(), kind::UDP);
         let slot = &mut self.sockets[s.index() as usize];
         let mut q = slot.rxq;
@@ -92,10 +136,16 @@ impl Core<'_> {
         })
     }
 
-    fn port_conflicts(&self, ip: Ipv4Addr, port: u16) -> bool {
+    /// Whether binding (`ip`, `port`) with socket flags `flags` clashes with
+    /// a bound socket: overlapping addresses clash unless both sockets have
+    /// SO_REUSEADDR or both have SO_REUSEPORT (Linux's udp_lib_lport_inuse).
+    fn port_conflicts(&self, ip: Ipv4Addr, port: u16, flags: u16) -> bool {
         self.bound_on(port).any(|i| {
-            let l = Ipv4Addr::from(self.sockets[i as usize].local_ip);
-            l.is_unspecified() || ip.is_unspecified() || l == ip
+            let o = &self.sockets[i as usize];
+            let l = Ipv4Addr::from(o.local_ip);
+            let overlap = l.is_unspecified() || ip.is_unspecified() || l == ip;
+            let shared = flags & o.flags & (flag::REUSEADDR | flag::REUSEPORT);
+            overlap && shared == 0
         })
     }
 
@@ -108,7 +158,8 @@ impl Core<'_> {
             } else {
                 p + 1
             };
-            if !self.port_conflicts(ip, p) {
+            // Ephemeral ports are never shared.
+            if !self.port_conflicts(ip, p, 0) {
                 return Ok(p);
             }
         }
@@ -124,19 +175,26 @@ impl Core<'_> {
     }
 
     /// Binds to a local address. Port 0 picks an ephemeral port; address
-    /// 0.0.0.0 receives on every address of the stack.
+    /// 0.0.0.0 receives on every address of the stack. A port in use is
+    /// shared when both sockets set SO_REUSEADDR or both SO_REUSEPORT.
     pub fn udp_bind(&mut self, s: SocketId, addr: SocketAddrV4) -> Result<SocketAddrV4, SockError> {
-        if self.slot(s)?.flags & flag::BOUND != 0 {
+        let flags = self.slot(s)?.flags;
+        if flags & flag::BOUND != 0 {
             return Err(SockError::Invalid);
         }
         let ip = *addr.ip();
         let iface = self.iface();
-        if !ip.is_unspecified() && !iface.is_local(ip) && !iface.is_broadcast(ip) {
+        // A multicast group may be bound to receive only that group, as in Linux.
+        if !ip.is_unspecified()
+            && !iface.is_local(ip)
+            && !iface.is_broadcast(ip)
+            && !ip.is_multicast()
+        {
             return Err(SockError::AddrNotAvailable);
         }
         let (port, eph) = if addr.port() == 0 {
             (self.pick_ephemeral(ip)?, true)
-        } else if self.port_conflicts(ip, addr.port()) {
+        } else if self.port_conflicts(ip, addr.port(), flags) {
             return Err(SockError::AddrInUse);
         } else {
             (addr.port(), false)
@@ -207,6 +265,281 @@ impl Core<'_> {
             slot.flags &= !flag::BROADCAST;
         }
         Ok(())
+    }
+
+    /// SO_REUSEADDR: the next bind may share a port with other SO_REUSEADDR
+    /// sockets (multicast receivers on one port do this).
+    pub fn udp_set_reuseaddr(&mut self, s: SocketId, on: bool) -> Result<(), SockError> {
+        let slot = self.slot_mut(s)?;
+        if on {
+            slot.flags |= flag::REUSEADDR;
+        } else {
+            slot.flags &= !flag::REUSEADDR;
+        }
+        Ok(())
+    }
+
+    /// SO_REUSEPORT: the next bind may share its address and port with
+    /// other SO_REUSEPORT sockets; unicast datagrams are spread over them
+    /// by a hash of the sender (stable per flow).
+    pub fn udp_set_reuseport(&mut self, s: SocketId, on: bool) -> Result<(), SockError> {
+        let slot = self.slot_mut(s)?;
+        if on {
+            slot.flags |= flag::REUSEPORT;
+        } else {
+            slot.flags &= !flag::REUSEPORT;
+        }
+        Ok(())
+    }
+
+    /// Whether `a` names the stack's interface for a multicast call
+    /// (0.0.0.0: the default, which is the same one).
+    fn mc_iface_ok(&self, a: Ipv4Addr) -> bool {
+        a.is_unspecified() || self.iface().is_local(a)
+    }
+
+    /// Adds a membership of `group` in `mode` with no sources (Linux's
+    /// ip_mc_join_group_ssm).
+    fn mc_join(
+        &mut self,
+        s: SocketId,
+        group: Ipv4Addr,
+        iface_addr: Ipv4Addr,
+        mode: u8,
+    ) -> Result<(), SockError> {
+        let slot = self.slot(s)?;
+        if !group.is_multicast() {
+            return Err(SockError::Invalid);
+        }
+        if !self.mc_iface_ok(iface_addr) {
+            return Err(SockError::NoDevice);
+        }
+        if slot.mcast.find(group).is_some() {
+            return Err(SockError::AddrInUse);
+        }
+        if usize::from(slot.mcast.count) >= MAX_MEMBERSHIPS {
+            return Err(SockError::NoBuffers);
+        }
+        self.mcast_ref(group)?;
+        let mc = &mut self.sockets[s.index() as usize].mcast;
+        mc.memberships[usize::from(mc.count)] = Membership {
+            group: group.octets(),
+            iface: iface_addr.octets(),
+            mode,
+            nsrc: 0,
+            _pad: [0; 2],
+            sources: [[0; 4]; MAX_SOURCES],
+        };
+        mc.count += 1;
+        self.mcast_changed(group);
+        Ok(())
+    }
+
+    /// IP_ADD_MEMBERSHIP: receive `group` from any source (EXCLUDE {}) on
+    /// the interface of `iface_addr` (0.0.0.0: the default). Errors as
+    /// Linux: `Invalid` for a non-multicast group, `AddrInUse` if already
+    /// joined, `NoBuffers` past [`MAX_MEMBERSHIPS`], `NoDevice` for an
+    /// address that is not the stack's.
+    pub fn udp_join_group(
+        &mut self,
+        s: SocketId,
+        group: Ipv4Addr,
+        iface_addr: Ipv4Addr,
+    ) -> Result<(), SockError> {
+        self.mc_join(s, group, iface_addr, filter_mode::EXCLUDE)
+    }
+
+    /// IP_DROP_MEMBERSHIP: leaves `group` whatever its filter;
+    /// `AddrNotAvailable` if the socket has not joined it.
+    pub fn udp_leave_group(
+        &mut self,
+        s: SocketId,
+        group: Ipv4Addr,
+        iface_addr: Ipv4Addr,
+    ) -> Result<(), SockError> {
+        let slot = self.slot(s)?;
+        let Some(i) = slot.mcast.find(group) else {
+            return Err(SockError::AddrNotAvailable);
+        };
+        if !self.mc_iface_ok(iface_addr) {
+            return Err(SockError::AddrNotAvailable);
+        }
+        self.sockets[s.index() as usize].mcast.remove(i);
+        self.mcast_unref(group);
+        self.mcast_changed(group);
+        Ok(())
+    }
+
+    /// Adds (`add`) or removes a source of the filter of `group` in mode
+    /// `omode` (Linux's ip_mc_source): the group must be joined; a filter
+    /// with sources keeps its mode (`Invalid`), an empty one switches.
+    fn mc_source(
+        &mut self,
+        s: SocketId,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+        iface_addr: Ipv4Addr,
+        add: bool,
+        omode: u8,
+    ) -> Result<(), SockError> {
+        if !group.is_multicast() {
+            return Err(SockError::Invalid);
+        }
+        if !self.mc_iface_ok(iface_addr) {
+            return Err(SockError::NoDevice);
+        }
+        let Some(i) = self.slot(s)?.mcast.find(group) else {
+            return Err(SockError::Invalid);
+        };
+        let m = &mut self.sockets[s.index() as usize].mcast.memberships[i];
+        let mut changed = false;
+        if m.nsrc > 0 && m.mode != omode {
+            return Err(SockError::Invalid);
+        }
+        if m.mode != omode {
+            m.mode = omode;
+            changed = true;
+        }
+        let n = usize::from(m.nsrc);
+        let at = m.sources[..n].iter().position(|a| *a == source.octets());
+        let res = if !add {
+            match at {
+                None => Err(SockError::AddrNotAvailable),
+                // (INCLUDE, {}) is leaving the group.
+                Some(_) if n == 1 && omode == filter_mode::INCLUDE => {
+                    return self.udp_leave_group(s, group, iface_addr);
+                }
+                Some(j) => {
+                    m.sources.copy_within(j + 1..n, j);
+                    m.nsrc -= 1;
+                    changed = true;
+                    Ok(())
+                }
+            }
+        } else if n >= MAX_SOURCES {
+            Err(SockError::NoBuffers)
+        } else if at.is_some() {
+            Err(SockError::AddrNotAvailable)
+        } else {
+            m.sources[n] = source.octets();
+            m.nsrc += 1;
+            changed = true;
+            Ok(())
+        };
+        if changed {
+            self.mcast_changed(group);
+        }
+        res
+    }
+
+    /// IP_ADD_SOURCE_MEMBERSHIP: receive `group` from `source` (INCLUDE
+    /// mode), joining the group if needed. A group joined for any source
+    /// with no blocked sources switches to INCLUDE {source}.
+    pub fn udp_join_source(
+        &mut self,
+        s: SocketId,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+        iface_addr: Ipv4Addr,
+    ) -> Result<(), SockError> {
+        match self.mc_join(s, group, iface_addr, filter_mode::INCLUDE) {
+            Ok(()) | Err(SockError::AddrInUse) => {}
+            Err(e) => return Err(e),
+        }
+        self.mc_source(s, group, source, iface_addr, true, filter_mode::INCLUDE)
+    }
+
+    /// IP_DROP_SOURCE_MEMBERSHIP: stop receiving `group` from `source`;
+    /// dropping the last source leaves the group.
+    pub fn udp_leave_source(
+        &mut self,
+        s: SocketId,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+        iface_addr: Ipv4Addr,
+    ) -> Result<(), SockError> {
+        self.mc_source(s, group, source, iface_addr, false, filter_mode::INCLUDE)
+    }
+
+    /// IP_BLOCK_SOURCE: a group joined for any source stops receiving
+    /// from `source` (EXCLUDE mode).
+    pub fn udp_block_source(
+        &mut self,
+        s: SocketId,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+        iface_addr: Ipv4Addr,
+    ) -> Result<(), SockError> {
+        self.mc_source(s, group, source, iface_addr, true, filter_mode::EXCLUDE)
+    }
+
+    /// IP_UNBLOCK_SOURCE: receives from a blocked `source` again.
+    pub fn udp_unblock_source(
+        &mut self,
+        s: SocketId,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+        iface_addr: Ipv4Addr,
+    ) -> Result<(), SockError> {
+        self.mc_source(s, group, source, iface_addr, false, filter_mode::EXCLUDE)
+    }
+
+    /// The socket's memberships (group, filter mode, sources), for
+    /// getsockopt(IP_MSFILTER) and observers.
+    pub fn udp_memberships(&self, s: SocketId) -> Result<Vec<Membership>, SockError> {
+        Ok(self.slot(s)?.mcast.memberships().to_vec())
+    }
+
+    /// IP_MULTICAST_IF: source address of multicast sends; 0.0.0.0 resets
+    /// to the interface's. `AddrNotAvailable` for an address not the stack's.
+    pub fn udp_set_multicast_if(&mut self, s: SocketId, addr: Ipv4Addr) -> Result<(), SockError> {
+        self.slot(s)?;
+        if !self.mc_iface_ok(addr) {
+            return Err(SockError::AddrNotAvailable);
+        }
+        self.slot_mut(s)?.mcast.if_addr = addr.octets();
+        Ok(())
+    }
+
+    /// IP_MULTICAST_TTL (default 1; 0 keeps datagrams on the host).
+    pub fn udp_set_multicast_ttl(&mut self, s: SocketId, ttl: u8) -> Result<(), SockError> {
+        self.slot_mut(s)?.mcast.ttl = ttl;
+        Ok(())
+    }
+
+    /// IP_MULTICAST_LOOP (default on): multicast sent to a group a socket of
+    /// this stack joined is delivered to it too.
+    pub fn udp_set_multicast_loop(&mut self, s: SocketId, on: bool) -> Result<(), SockError> {
+        let mc = &mut self.slot_mut(s)?.mcast;
+        if on {
+            mc.flags &= !mc_flag::NO_LOOP;
+        } else {
+            mc.flags |= mc_flag::NO_LOOP;
+        }
+        Ok(())
+    }
+
+    /// IP_MULTICAST_ALL (default on): a socket bound to the port receives
+    /// multicast to any group the stack joined, not only its own groups.
+    pub fn udp_set_multicast_all(&mut self, s: SocketId, on: bool) -> Result<(), SockError> {
+        let mc = &mut self.slot_mut(s)?.mcast;
+        if on {
+            mc.flags &= !mc_flag::NO_ALL;
+        } else {
+            mc.flags |= mc_flag::NO_ALL;
+        }
+        Ok(())
+    }
+
+    /// The IP_MULTICAST_* options, for getsockopt.
+    pub fn udp_multicast_opts(&self, s: SocketId) -> Result<McastOpts, SockError> {
+        let mc = &self.slot(s)?.mcast;
+        Ok(McastOpts {
+            interface: Ipv4Addr::from(mc.if_addr),
+            ttl: mc.ttl,
+            loopback: mc.flags & mc_flag::NO_LOOP == 0,
+            all: mc.flags & mc_flag::NO_ALL == 0,
+        })
     }
 
     /// SO_RCVBUF: the receive queue's limit in bytes (each datagram is charged
@@ -292,18 +625,35 @@ impl Core<'_> {
         if data.len() > iface.max_udp_payload() || data.len() + 42 > crate::pool::MAX_FRAME {
             return Err(SockError::MessageTooLong);
         }
-        let bcast = iface.is_broadcast(*to.ip());
+        let mc = to.ip().is_multicast();
+        let bcast = !mc && iface.is_broadcast(*to.ip());
         if bcast && flags & flag::BROADCAST == 0 {
             return Err(SockError::Access);
         }
         if flags & flag::BOUND == 0 {
             self.udp_bind(s, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
         }
-        let local = self.sockets[s.index() as usize].local();
-        let src_ip = if local.ip().is_unspecified() || iface.is_broadcast(*local.ip()) {
-            self.source_for(*to.ip())
-        } else {
+        let slot = &self.sockets[s.index() as usize];
+        let local = slot.local();
+        let mc_if = Ipv4Addr::from(slot.mcast.if_addr);
+        // Linux's order: the bound address, then IP_MULTICAST_IF, then the route's.
+        let src_ip = if !local.ip().is_unspecified()
+            && !iface.is_broadcast(*local.ip())
+            && !local.ip().is_multicast()
+        {
             *local.ip()
+        } else if mc && !mc_if.is_unspecified() {
+            mc_if
+        } else {
+            self.source_for(*to.ip())
+        };
+        let (ttl, looped) = if mc {
+            (
+                slot.mcast.ttl,
+                slot.mcast.flags & mc_flag::NO_LOOP == 0 && self.mcast_accepts(*to.ip()),
+            )
+        } else {
+            (DEFAULT_TTL, false)
         };
         let b = match self.pool.alloc() {
             Ok(b) => b,
@@ -319,16 +669,46 @@ impl Core<'_> {
             payload_len: data.len(),
         };
         let l4_len = wudp::HEADER_LEN + data.len();
+        let (l3, l4) = (
+            crate::wire::ethernet::HEADER_LEN,
+            crate::wire::ethernet::HEADER_LEN + ipv4::HEADER_LEN,
+        );
         {
-            let frame = self.pool.frame_mut(
-                b,
-                crate::wire::ethernet::HEADER_LEN + ipv4::HEADER_LEN + l4_len,
-            );
-            let l4 = &mut frame[crate::wire::ethernet::HEADER_LEN + ipv4::HEADER_LEN..];
+            let frame = self.pool.frame_mut(b, l4 + l4_len);
             // Cannot fail: the buffer was sized for exactly this datagram.
-            let _ = repr.emit(l4, src_ip, *to.ip(), data);
+            let _ = repr.emit(&mut frame[l4..], src_ip, *to.ip(), data);
         }
-        match self.ip_output(b, src_ip, *to.ip(), ipv4::protocol::UDP, l4_len) {
+        if looped {
+            // The same buffer goes to the NIC and to local members.
+            self.pool.get(b);
+        }
+        let opts = OutOpts {
+            ttl,
+            tos: 0,
+            options: &[],
+        };
+        let res = self.ip_output_with(b, src_ip, *to.ip(), ipv4::protocol::UDP, l4_len, opts);
+        if looped {
+            if res.is_ok() {
+                let m = self.pool.meta_mut(b);
+                m.l3_off = l3 as u16;
+                m.l4_off = l4 as u16;
+                m.pay_off = (l4 + wudp::HEADER_LEN) as u16;
+                m.pay_len = data.len() as u16;
+                let d = Delivery {
+                    src: SocketAddrV4::new(src_ip, local.port()),
+                    dst: to,
+                    multi: true,
+                };
+                if self.udp_deliver(b, d) {
+                    self.hdr.counters.udp_mcast_looped.inc();
+                    self.wake_sleepers();
+                }
+            } else {
+                self.pool.put(b);
+            }
+        }
+        match res {
             Ok(()) => {
                 let c = &self.sockets[s.index() as usize].counters;
                 c.tx_packets.inc();
@@ -394,8 +774,12 @@ impl Core<'_> {
     /// Consumes the caller's reference in every case.
     pub(crate) fn udp_deliver(&mut self, b: BufId, d: Delivery) -> bool {
         let pay = u64::from(self.pool.meta(b).pay_len);
-        if d.is_broadcast {
-            // Walk the bucket in place: delivery never changes hash links.
+        if d.multi {
+            // Every matching socket (Linux's __udp_is_mcast_sock), each
+            // with a reference to the same buffer. Walk the bucket in
+            // place: delivery never changes hash links.
+            let (group, src) = (*d.dst.ip(), *d.src.ip());
+            let mc = group.is_multicast();
             let mut delivered = false;
             let mut cur = self.hash[bucket(self.hash.len(), kind::UDP, d.dst.port())];
             while cur != NIL {
@@ -404,8 +788,9 @@ impl Core<'_> {
                 let l = Ipv4Addr::from(sl.local_ip);
                 if sl.kind == kind::UDP
                     && sl.local_port == d.dst.port()
-                    && (l.is_unspecified() || l == *d.dst.ip())
-                    && sl.flags & flag::CONNECTED == 0
+                    && (l.is_unspecified() || l == group)
+                    && (sl.flags & flag::CONNECTED == 0 || sl.remote() == d.src)
+                    && (!mc || sl.mcast.allows(group, src))
                 {
                     self.pool.get(b);
                     self.enqueue_datagram(cur, b, pay);
@@ -428,12 +813,20 @@ impl Core<'_> {
                 continue;
             }
             let score = u8::from(!l.is_unspecified()) + 2 * u8::from(connected);
+            // Strictly better only: among equals the most recently bound
+            // (first in the bucket) wins, as in Linux.
             if best.is_none_or(|(_, s)| score > s) {
                 best = Some((i, score));
             }
         }
         match best {
             Some((i, _)) => {
+                let sl = &self.sockets[i as usize];
+                let i = if sl.flags & (flag::REUSEPORT | flag::CONNECTED) == flag::REUSEPORT {
+                    self.reuseport_pick(i, d.src)
+                } else {
+                    i
+                };
                 self.enqueue_datagram(i, b, pay);
                 true
             }
@@ -442,6 +835,25 @@ impl Core<'_> {
                 false
             }
         }
+    }
+
+    /// The socket of `first`'s SO_REUSEPORT group (unconnected
+    /// SO_REUSEPORT sockets bound to the same address and port) that
+    /// receives the flow from `src`: a hash of the source picks one, so a
+    /// flow stays on one socket while the group is unchanged.
+    fn reuseport_pick(&self, first: u32, src: SocketAddrV4) -> u32 {
+        let f = &self.sockets[first as usize];
+        let (ip, port) = (f.local_ip, f.local_port);
+        let member = |i: &u32| {
+            let sl = &self.sockets[*i as usize];
+            sl.local_ip == ip && sl.flags & (flag::REUSEPORT | flag::CONNECTED) == flag::REUSEPORT
+        };
+        let n = self.bound_on(port).filter(member).count() as u64;
+        let k = (u64::from(flow_hash(src)) * n) >> 32;
+        self.bound_on(port)
+            .filter(member)
+            .nth(k as usize)
+            .unwrap_or(first)
     }
 
     fn enqueue_datagram(&mut self, i: u32, b: BufId, pay: u64) {

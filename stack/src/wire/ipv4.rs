@@ -261,7 +261,7 @@ impl Ipv4Repr {
     /// of 4 bytes, at most [`MAX_OPTIONS_LEN`]) after the fixed part, with a
     /// correct checksum, at the start of `buf`.
     pub fn emit_with(&self, buf: &mut [u8], tos: u8, options: &[u8]) -> Result<()> {
-        if options.len() % 4 != 0 || options.len() > MAX_OPTIONS_LEN {
+        if !options.len().is_multiple_of(4) || options.len() > MAX_OPTIONS_LEN {
             return Err(Error::Malformed);
         }
         let hl = HEADER_LEN + options.len();
