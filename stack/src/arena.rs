@@ -434,6 +434,8 @@ pub struct Arena {
     writable: bool,
     /// Whether dropping this mapping should remove the file (the creator of a private stack).
     unlink_on_drop: bool,
+    /// (device, inode) of the mapped file, to tell whether the path still names it.
+    ident: (u64, u64),
 }
 
 // SAFETY: the arena is plain shared memory; all concurrent access to it goes
@@ -471,11 +473,13 @@ impl Arena {
         let result = (|| {
             file.set_len(layout.total).map_err(io_err(&tmp))?;
             let map = MmapOptions::new().map_raw(&file).map_err(io_err(&tmp))?;
+            let meta = file.metadata().map_err(io_err(&tmp))?;
             let arena = Arena {
                 map,
                 path: path.to_path_buf(),
                 writable: true,
                 unlink_on_drop: false,
+                ident: (meta.dev(), meta.ino()),
             };
             arena.init_header(name, config, &layout);
             init(&arena);
@@ -564,11 +568,13 @@ impl Arena {
             MmapOptions::new().map_raw_read_only(&file)
         }
         .map_err(io_err(path))?;
+        let meta = file.metadata().map_err(io_err(path))?;
         Ok(Arena {
             map,
             path: path.to_path_buf(),
             writable,
             unlink_on_drop: false,
+            ident: (meta.dev(), meta.ino()),
         })
     }
 
@@ -620,6 +626,20 @@ impl Arena {
     /// Path of the arena file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the arena's path still names this very file (not removed,
+    /// nor replaced by a new stack of the same name).
+    pub fn is_linked(&self) -> bool {
+        fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.ident)
+    }
+
+    /// Removes the arena's path if it still names this file; returns
+    /// whether it did. A stack created under the same name since is left
+    /// alone (the check and the unlink are not one step, but a new file
+    /// needs a create and a link in between, which the check sees).
+    pub fn unlink_if_same(&self) -> bool {
+        self.is_linked() && fs::remove_file(&self.path).is_ok()
     }
 
     /// Whether this mapping may be written.

@@ -24,6 +24,16 @@ pub const WORK_TX: u32 = 1 << 2;
 /// Deferred work: the NIC should be polled.
 pub const WORK_POLL: u32 = 1 << 3;
 
+/// How [`StackLock::lock`] got the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Acquired {
+    /// It was free, or its holder released it.
+    Normally,
+    /// Its holder had died holding it: the stack may need repair.
+    FromDeadOwner,
+}
+
 /// Result of [`StackLock::try_lock_or_post`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockOrPost {
@@ -42,6 +52,8 @@ pub struct StackLock {
     _pad: u32,
     /// Times a thread found the lock taken (for stackdump).
     pub contended: AtomicU64,
+    /// Times the lock was taken over from a holder that had died.
+    pub recovered: AtomicU64,
 }
 
 impl Default for StackLock {
@@ -84,7 +96,14 @@ fn thread_ids() -> (u32, u32) {
     })
 }
 
+/// How long a waiter sleeps before it looks whether the holder still lives.
+const OWNER_CHECK_NS: i64 = 50_000_000;
+
 fn futex_wait(word: &AtomicU32, expected: u32) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: OWNER_CHECK_NS,
+    };
     // SAFETY: the futex word is a valid, aligned u32 for the life of the mapping;
     // a shared (not PRIVATE) futex works across processes mapping the same file.
     unsafe {
@@ -93,9 +112,16 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
             word.as_ptr(),
             libc::FUTEX_WAIT,
             expected,
-            std::ptr::null::<libc::timespec>(),
+            &ts as *const libc::timespec,
         );
     }
+}
+
+/// Whether process `pid` is gone (killed while it held the lock).
+fn dead(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 fn futex_wake(word: &AtomicU32, n: i32) {
@@ -114,6 +140,7 @@ impl StackLock {
             owner_pid: AtomicU32::new(0),
             _pad: 0,
             contended: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
         }
     }
 
@@ -136,18 +163,24 @@ impl StackLock {
     }
 
     /// Takes the lock, spinning briefly and then sleeping on the futex.
-    pub fn lock(&self) {
+    /// Returns [`Acquired::FromDeadOwner`] if the holder had died inside
+    /// its critical section: the caller then owns the lock and must check
+    /// (and repair) what that process may have left half done.
+    pub fn lock(&self) -> Acquired {
         if self.try_lock() {
-            return;
+            return Acquired::Normally;
         }
         self.contended.fetch_add(1, Ordering::Relaxed);
         for _ in 0..200 {
             std::hint::spin_loop();
             if self.try_lock() {
-                return;
+                return Acquired::Normally;
             }
         }
         loop {
+            if self.take_from_dead_owner() {
+                return Acquired::FromDeadOwner;
+            }
             let w = self.word.load(Ordering::Relaxed);
             if w & LOCKED == 0 {
                 // We may have slept: others may still sleep too, so keep WAITERS.
@@ -162,7 +195,7 @@ impl StackLock {
                     .is_ok()
                 {
                     self.set_owner();
-                    return;
+                    return Acquired::Normally;
                 }
                 continue;
             }
@@ -176,6 +209,44 @@ impl StackLock {
             }
             futex_wait(&self.word, w | WAITERS);
         }
+    }
+
+    /// Records the calling thread as the holder of a lock it inherited: a
+    /// child forked (without fork handlers) inside the critical section
+    /// carries it on after its parent exits, and must not look dead then.
+    pub fn adopt_after_raw_fork(&self) {
+        // SAFETY: gettid and getpid have no preconditions; no cache is used
+        // (a raw fork runs no handler that would refresh it).
+        let (tid, pid) = unsafe { (libc::gettid() as u32, libc::getpid() as u32) };
+        self.owner_tid.store(tid, Ordering::Relaxed);
+        self.owner_pid.store(pid, Ordering::Relaxed);
+        FORK_GEN.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// If the lock is held by a process that no longer exists, makes the
+    /// caller its holder (one caller wins: the pid is swapped atomically).
+    fn take_from_dead_owner(&self) -> bool {
+        let w = self.word.load(Ordering::Acquire);
+        let pid = self.owner_pid.load(Ordering::Acquire);
+        if w & LOCKED == 0 || pid == 0 || !dead(pid) {
+            return false;
+        }
+        let (tid, me) = thread_ids();
+        if self
+            .owner_pid
+            .compare_exchange(pid, me, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.owner_tid.store(tid, Ordering::Relaxed);
+        if self.word.load(Ordering::Acquire) & LOCKED == 0 {
+            // Released meanwhile (cannot be by the dead): take it normally.
+            self.owner_pid.store(0, Ordering::Relaxed);
+            return false;
+        }
+        self.recovered.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Takes the lock, or, if it is held, posts `work` bits for the holder and returns at once.
@@ -293,6 +364,50 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_held_by_a_dead_process_is_taken_over() {
+        // The lock in shared anonymous memory, taken by a child that dies.
+        // SAFETY: a fresh shared anonymous mapping, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let l = p.cast::<StackLock>();
+        // SAFETY: the mapping is large enough and aligned for StackLock.
+        unsafe { l.write(StackLock::new()) };
+        // SAFETY: as above; lives until the munmap at the end.
+        let l = unsafe { &*l };
+        // SAFETY: the child only takes the lock and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok = l.try_lock();
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert!(l.is_locked());
+        assert_eq!(l.owner_pid(), pid as u32);
+        assert_eq!(l.lock(), Acquired::FromDeadOwner);
+        assert_eq!(l.owner_pid(), std::process::id());
+        assert_eq!(l.recovered.load(Ordering::Relaxed), 1);
+        assert_eq!(l.unlock_or_take_work(), 0);
+        assert_eq!(l.lock(), Acquired::Normally);
+        assert_eq!(l.unlock_or_take_work(), 0);
+        // SAFETY: nothing refers to the mapping any more.
+        unsafe { libc::munmap(p, 4096) };
+    }
+
+    #[test]
     fn posted_work_goes_to_holder() {
         let l = StackLock::new();
         assert_eq!(l.try_lock_or_post(WORK_TX), LockOrPost::Locked);
@@ -321,7 +436,7 @@ mod tests {
                 let s = s.clone();
                 std::thread::spawn(move || {
                     for _ in 0..20_000 {
-                        s.lock.lock();
+                        let _ = s.lock.lock();
                         // SAFETY: lock held.
                         unsafe { *s.counter.get() += 1 };
                         while s.lock.unlock_or_take_work() != 0 {}

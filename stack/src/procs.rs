@@ -41,6 +41,9 @@ pub struct ProcEntry {
 }
 
 impl ProcEntry {
+    // Only used to build the table's array in a const context, each use a
+    // fresh value: the interior mutability is never shared.
+    #[allow(clippy::declare_interior_mutable_const)]
     const EMPTY: ProcEntry = ProcEntry {
         pid: AtomicU32::new(0),
         seq: AtomicU32::new(0),
@@ -92,11 +95,9 @@ pub fn start_time_of(pid: u32) -> Option<u64> {
     let mut path = [0u8; 32];
     let prefix = b"/proc/";
     path[..prefix.len()].copy_from_slice(prefix);
-    let mut n = prefix.len() + write_u32(&mut path[prefix.len()..], pid);
-    for &b in b"/stat\0" {
-        path[n] = b;
-        n += 1;
-    }
+    let n = prefix.len() + write_u32(&mut path[prefix.len()..], pid);
+    let suffix = b"/stat\0";
+    path[n..n + suffix.len()].copy_from_slice(suffix);
     let mut buf = [0u8; 1024];
     // SAFETY: a NUL-terminated path in a stack buffer; the fd is closed below.
     let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
@@ -379,9 +380,15 @@ impl ProcTable {
         out
     }
 
-    /// How many members still run.
+    /// How many members still run. Allocation-free (exit paths use it).
     pub fn live_count(&self) -> usize {
-        self.snapshot().iter().filter(|p| p.alive).count()
+        self.entries
+            .iter()
+            .filter(|e| {
+                let pid = e.pid.load(Ordering::Acquire);
+                pid != 0 && is_alive(pid, e.start_time.load(Ordering::Relaxed))
+            })
+            .count()
     }
 }
 

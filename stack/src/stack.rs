@@ -104,6 +104,18 @@ impl Stack {
         loop {
             match Self::open_named(name) {
                 Err(ArenaError::NotFound(_)) => {}
+                Ok(s) if abandoned(&s.arena) => {
+                    // Every process of the old stack is gone (killed, or the
+                    // host's process set crashed): start afresh, as a stack
+                    // with no process left is removed.
+                    if s.arena.unlink_if_same() {
+                        tracing::info!(
+                            "stack {name}: removed the arena its dead processes left (creator pid {})",
+                            s.header().creator_pid
+                        );
+                    }
+                    continue;
+                }
                 other => return other,
             }
             match Self::create_named(name, cfg, iface) {
@@ -135,9 +147,23 @@ impl Stack {
 
     /// Takes the stack lock.
     pub fn lock(&self) -> StackGuard<'_> {
-        self.arena.header().lock.lock();
+        let how = self.arena.header().lock.lock();
         // SAFETY: the lock is held until the guard drops; the arena outlives it.
         let core = unsafe { Core::from_arena(&self.arena, &self.lay, &self.cfg) };
+        if how == crate::lock::Acquired::FromDeadOwner {
+            // A process died inside the stack: its critical section may be
+            // half done. Say so, and check the tables it could have left.
+            match core.check_consistency() {
+                Ok(()) => tracing::warn!(
+                    "stack {}: took the lock over from a process that died holding it; the stack is consistent",
+                    self.arena.path().display()
+                ),
+                Err(e) => tracing::error!(
+                    "stack {}: took the lock over from a process that died holding it; inconsistent: {e}",
+                    self.arena.path().display()
+                ),
+            }
+        }
         StackGuard { stack: self, core }
     }
 
@@ -162,6 +188,15 @@ impl Stack {
     pub fn sockets(&self) -> Vec<SocketInfo> {
         sockets_of(&self.arena)
     }
+}
+
+/// Whether no process uses the stack any more: no live entry in its
+/// process table, and its creator is gone too (a creator that never
+/// registered, such as a test or the demo, still counts while it runs).
+pub fn abandoned(arena: &Arena) -> bool {
+    let h = arena.header();
+    let procs = h.procs.snapshot();
+    !procs.iter().any(|p| p.alive) && !crate::procs::is_alive(h.creator_pid, 0)
 }
 
 /// Identity of every open socket of an arena (which may be mapped read-only).
