@@ -15,6 +15,7 @@ mod cmd {
     pub const MAP_LOOKUP_ELEM: i32 = 1;
     pub const MAP_UPDATE_ELEM: i32 = 2;
     pub const MAP_DELETE_ELEM: i32 = 3;
+    pub const MAP_GET_NEXT_KEY: i32 = 4;
     pub const PROG_LOAD: i32 = 5;
     pub const PROG_TEST_RUN: i32 = 10;
     pub const LINK_CREATE: i32 = 28;
@@ -384,6 +385,37 @@ impl Map {
         }
     }
 
+    /// A map another process created, from an fd to it that this process
+    /// now owns (taken with pidfd_getfd): the sizes must be the creator's.
+    pub fn from_fd(fd: OwnedFd, key_size: u32, value_size: u32) -> Map {
+        Map {
+            fd,
+            key_size: key_size as usize,
+            value_size: value_size as usize,
+        }
+    }
+
+    /// Every key in the map (processes sharing a map see each other's
+    /// changes only here).
+    pub fn keys(&self) -> io::Result<Vec<Vec<u8>>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut next = vec![0u8; self.key_size];
+        loop {
+            let mut attr = [0u64; 4];
+            attr[0] = u64::from(self.fd() as u32);
+            attr[1] = out.last().map_or(0, |k| k.as_ptr() as u64);
+            attr[2] = next.as_mut_ptr() as u64;
+            match sys_bpf(cmd::MAP_GET_NEXT_KEY, &mut attr) {
+                Ok(_) => out.push(next.clone()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+                Err(e) => return Err(e),
+            }
+            if out.len() > 1 << 20 {
+                return Err(io::Error::other("BPF map iteration does not end"));
+            }
+        }
+    }
+
     fn check(&self, key: &[u8], value: Option<&[u8]>) -> io::Result<()> {
         if key.len() != self.key_size || value.is_some_and(|v| v.len() != self.value_size) {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
@@ -501,6 +533,12 @@ impl Link {
         attr[1] = pair(attach, flags);
         let fd = sys_bpf(cmd::LINK_CREATE, &mut attr)?;
         Ok(Link { fd: owned(fd) })
+    }
+
+    /// A link another process made, from an fd to it that this process now
+    /// owns: holding it keeps the program attached after that process exits.
+    pub fn from_fd(fd: OwnedFd) -> Link {
+        Link { fd }
     }
 
     /// The link's fd.

@@ -53,6 +53,17 @@ impl FlowKey {
         u16::from_be(self.port_be)
     }
 
+    /// A key read back from the BPF map (None if it is not 8 bytes).
+    pub fn from_bytes(b: &[u8]) -> Option<FlowKey> {
+        let b: [u8; 8] = b.try_into().ok()?;
+        Some(FlowKey {
+            addr: [b[0], b[1], b[2], b[3]],
+            port_be: u16::from_ne_bytes([b[4], b[5]]),
+            proto: b[6],
+            _pad: 0,
+        })
+    }
+
     /// The key's bytes, as the BPF map stores them.
     pub fn as_bytes(&self) -> [u8; 8] {
         let p = self.port_be.to_ne_bytes();
@@ -164,6 +175,13 @@ pub fn mirror(map: &Map, installed: &mut Vec<FlowKey>, new: &[FlowKey]) -> io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_round_trip() {
+        let k = FlowKey::new(17, Ipv4Addr::new(198, 18, 0, 1), 4242);
+        assert_eq!(FlowKey::from_bytes(&k.as_bytes()), Some(k));
+        assert_eq!(FlowKey::from_bytes(&[0; 7]), None);
+    }
 
     #[test]
     fn layout_and_matching() {

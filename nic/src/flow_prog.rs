@@ -49,12 +49,17 @@ mod ret {
 /// Entries the flow map holds (sockets with a port, over the whole stack).
 pub const FLOW_MAP_ENTRIES: u32 = 65536;
 
+/// Bytes of a flow map key (a [`FlowKey`]).
+pub const FLOW_KEY_SIZE: u32 = std::mem::size_of::<FlowKey>() as u32;
+/// Bytes of a flow map value (a u32, unused, 1).
+pub const FLOW_VALUE_SIZE: u32 = 4;
+
 /// Creates the flow map: [`FlowKey`] to a u32 (unused, 1).
 pub fn flow_map() -> io::Result<Map> {
     Map::create(
         crate::bpf::map_type::HASH,
-        std::mem::size_of::<FlowKey>() as u32,
-        4,
+        FLOW_KEY_SIZE,
+        FLOW_VALUE_SIZE,
         FLOW_MAP_ENTRIES,
         "rbypass_flows",
     )

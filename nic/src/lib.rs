@@ -19,6 +19,7 @@ pub mod loopback;
 pub mod netlink;
 pub mod packet;
 pub mod pair;
+pub mod share;
 mod sockopt;
 pub mod spec;
 pub mod tap;
@@ -113,6 +114,13 @@ pub trait Nic: Send {
     fn keep_fds(&self) -> Vec<RawFd> {
         self.wait_fd().into_iter().collect()
     }
+
+    /// File descriptors another process needs to drive this device for the
+    /// same stack (it takes them with pidfd_getfd), in the order the
+    /// backend's `join` expects; empty if the device cannot be shared.
+    fn shared_fds(&self) -> Vec<RawFd> {
+        Vec::new()
+    }
 }
 
 impl<N: Nic + ?Sized> Nic for Box<N> {
@@ -158,5 +166,8 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     }
     fn keep_fds(&self) -> Vec<RawFd> {
         (**self).keep_fds()
+    }
+    fn shared_fds(&self) -> Vec<RawFd> {
+        (**self).shared_fds()
     }
 }

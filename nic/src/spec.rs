@@ -75,6 +75,36 @@ impl NicSpec {
             NicSpec::Xdp(name) => Box::new(XdpNic::open(name)?),
             NicSpec::Packet(name) => Box::new(PacketNic::open(name)?),
         };
+        Self::with_faults(nic)
+    }
+
+    /// Drives the device another process of the stack opened, from its
+    /// [`Nic::shared_fds`] (taken with pidfd_getfd); `desc` is the stack's
+    /// published description of the device (`xdp:eth0 native copy 2q`).
+    /// None: this kind of device cannot be shared between processes.
+    pub fn join(
+        &self,
+        desc: &str,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Option<Result<Box<dyn Nic>, SpecError>> {
+        match self {
+            NicSpec::Xdp(name) => {
+                let mode = if desc.split_whitespace().any(|w| w == "generic") {
+                    crate::xdp::XdpMode::Generic
+                } else {
+                    crate::xdp::XdpMode::Native
+                };
+                Some(
+                    XdpNic::join(name, mode, fds)
+                        .map_err(SpecError::from)
+                        .and_then(|n| Self::with_faults(Box::new(n))),
+                )
+            }
+            _ => None,
+        }
+    }
+
+    fn with_faults(nic: Box<dyn Nic>) -> Result<Box<dyn Nic>, SpecError> {
         match FaultConfig::from_env()? {
             Some(cfg) if cfg.is_active() => {
                 tracing::warn!(?cfg, "RBYPASS_FAULTS: injecting faults on {}", nic.name());

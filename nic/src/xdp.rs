@@ -141,7 +141,8 @@ fn gro_off(ifname: &str) -> io::Result<bool> {
 struct Steering {
     flows: Map,
     xsks: Map,
-    _prog: Program,
+    /// The program (None in a process that joined: the link holds it).
+    _prog: Option<Program>,
     link: Link,
     mode: XdpMode,
 }
@@ -263,7 +264,7 @@ impl XdpNic {
             steering: Steering {
                 flows,
                 xsks,
-                _prog: prog,
+                _prog: Some(prog),
                 link,
                 mode,
             },
@@ -275,6 +276,68 @@ impl XdpNic {
             epoll: None,
             next_rx_queue: 0,
             zerocopy: false,
+            next_drop_check: 0,
+            dropped: 0,
+        })
+    }
+
+    /// Drives the device another process of the same stack opened, from
+    /// that process's fds (see [`Nic::shared_fds`]: link, flow map, socket
+    /// map, then one AF_XDP socket per queue), taken with pidfd_getfd.
+    /// `mode` is the one the stack's published description names.
+    pub fn join(ifname: &str, mode: XdpMode, fds: Vec<OwnedFd>) -> Result<XdpNic, XdpError> {
+        let name = ifname.to_string();
+        if fds.len() < 4 {
+            return Err(XdpError::Io(
+                name,
+                "joining the stack's device",
+                io::Error::other(format!("{} fds published, at least 4 needed", fds.len())),
+            ));
+        }
+        let ctl = ControlPlane::open(ifname).map_err(|e| match e {
+            NetlinkError::NoSuchLink(_) => XdpError::NoInterface(name.clone()),
+            NetlinkError::Io(e) => XdpError::Io(name.clone(), "reading the interface", e),
+            e => XdpError::Io(name.clone(), "reading the interface", io::Error::other(e)),
+        })?;
+        let mut fds = fds.into_iter();
+        let mut next = || fds.next().expect("length checked");
+        let link = Link::from_fd(next());
+        let flows = Map::from_fd(next(), flow_prog::FLOW_KEY_SIZE, flow_prog::FLOW_VALUE_SIZE);
+        let xsk_map = Map::from_fd(next(), 4, 4);
+        let sizes = RingSizes {
+            fill: RING,
+            completion: RING,
+            rx: RING,
+            tx: RING,
+        };
+        let mut xsks = Vec::new();
+        for (q, fd) in fds.enumerate() {
+            let x = Xsk::adopt(fd, q as u32, sizes)
+                .map_err(|e| XdpError::Io(name.clone(), "mapping a shared AF_XDP socket", e))?;
+            xsks.push(x);
+        }
+        let queues = xsks.len() as u32;
+        let zerocopy = xsks.first().is_some_and(|x| x.zerocopy());
+        tracing::info!("xdp:{ifname}: joined the stack's {queues} AF_XDP socket(s)");
+        Ok(XdpNic {
+            ifname: name,
+            ctl,
+            queues,
+            steering: Steering {
+                flows,
+                xsks: xsk_map,
+                _prog: None,
+                link,
+                mode,
+            },
+            xsks,
+            rx_frames: Vec::new(),
+            fill_target: 0,
+            flows: FlowSet::new(),
+            installed: Vec::new(),
+            epoll: None,
+            next_rx_queue: 0,
+            zerocopy,
             next_drop_check: 0,
             dropped: 0,
         })
@@ -373,6 +436,15 @@ impl XdpNic {
             xsks.len(),
             if self.zerocopy { "zero-copy" } else { "copy" }
         );
+        self.xsks = xsks;
+        self.start_sockets(core)
+    }
+
+    /// Sets up this process's side of the sockets: fill level, per-queue
+    /// counters, one epoll set over them; then posts receive buffers.
+    fn start_sockets(&mut self, core: &mut Core<'_>) -> Result<(), XdpError> {
+        let name = self.ifname.clone();
+        let xsks = &self.xsks;
         // A quarter of the pool at most goes to the fill rings.
         let per_queue = core.pool.capacity() / 4 / self.queues.max(1);
         self.fill_target = per_queue.clamp(16, FILL_MAX);
@@ -389,7 +461,7 @@ impl XdpNic {
             }
             // SAFETY: a new fd we own.
             let ep = unsafe { OwnedFd::from_raw_fd(ep) };
-            for x in &xsks {
+            for x in xsks {
                 let mut ev = libc::epoll_event {
                     events: libc::EPOLLIN as u32,
                     u64: x.fd() as u64,
@@ -399,7 +471,6 @@ impl XdpNic {
             }
             self.epoll = Some(ep);
         }
-        self.xsks = xsks;
         self.refill(core);
         Ok(())
     }
@@ -509,10 +580,15 @@ impl Nic for XdpNic {
     }
 
     fn attach(&mut self, core: &mut Core<'_>) -> io::Result<()> {
-        if !self.xsks.is_empty() {
+        if !self.rx_frames.is_empty() {
             return Ok(());
         }
-        self.open_sockets(core).map_err(io::Error::other)?;
+        if self.xsks.is_empty() {
+            self.open_sockets(core).map_err(io::Error::other)?;
+        } else {
+            // Joined: the sockets exist; this process sets up its side.
+            self.start_sockets(core).map_err(io::Error::other)?;
+        }
         self.ctl.seed(core, rbypass_stack::clock::now_ns());
         self.sync_flows(core)
     }
@@ -602,11 +678,33 @@ impl Nic for XdpNic {
         if !self.flows.refresh(core) {
             return Ok(());
         }
+        // Other processes of the stack change the map too: start from what
+        // it holds, not from what this process last wrote.
+        match self.steering.flows.keys() {
+            Ok(keys) => {
+                self.installed = keys.iter().filter_map(|k| FlowKey::from_bytes(k)).collect();
+                self.installed.sort_unstable();
+            }
+            Err(e) => {
+                self.flows.invalidate();
+                return Err(e);
+            }
+        }
         if let Err(e) = flow::mirror(&self.steering.flows, &mut self.installed, self.flows.keys()) {
             self.flows.invalidate();
             return Err(e);
         }
         Ok(())
+    }
+
+    fn shared_fds(&self) -> Vec<RawFd> {
+        let mut v = vec![
+            self.steering.link.fd(),
+            self.steering.flows.fd(),
+            self.steering.xsks.fd(),
+        ];
+        v.extend(self.xsks.iter().map(|x| x.fd()));
+        v
     }
 
     fn keep_fds(&self) -> Vec<RawFd> {

@@ -352,6 +352,30 @@ impl Xsk {
         })
     }
 
+    /// Maps the rings of a socket another process of the stack opened and
+    /// bound, from an fd to it this process now owns: both processes then
+    /// drive the same rings (under the stack lock; ring positions are read
+    /// from the rings themselves).
+    pub fn adopt(fd: OwnedFd, queue: u32, sizes: RingSizes) -> io::Result<Xsk> {
+        let s = fd.as_raw_fd();
+        let off: MmapOffsets = sockopt::get(s, SOL_XDP, opt::MMAP_OFFSETS)?;
+        let fill = Ring::map(s, &off.fr, sizes.fill, pgoff::FILL_RING)?;
+        let comp = Ring::map(s, &off.cr, sizes.completion, pgoff::COMPLETION_RING)?;
+        let rx = Ring::map(s, &off.rx, sizes.rx, pgoff::RX_RING)?;
+        let tx = Ring::map(s, &off.tx, sizes.tx, pgoff::TX_RING)?;
+        let zerocopy =
+            sockopt::get::<u32>(s, SOL_XDP, opt::OPTIONS).is_ok_and(|o| o & OPTIONS_ZEROCOPY != 0);
+        Ok(Xsk {
+            fd,
+            fill,
+            comp,
+            rx,
+            tx,
+            queue,
+            zerocopy,
+        })
+    }
+
     /// The socket's fd (readable when the RX ring has frames).
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
