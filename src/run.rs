@@ -107,11 +107,17 @@ fn find_library() -> Result<PathBuf, String> {
     ))
 }
 
-/// Whether stack `name` exists and was last on device `spec`.
+/// Whether stack `name` exists, runs on device `spec`, and a live process
+/// of it publishes the device's fds (so a new process can join it).
 fn drives(name: &str, spec: &rbypass_nic::spec::NicSpec) -> bool {
     let path = rbypass_stack::arena::path_for_name(name);
     rbypass_stack::arena::Arena::open_readonly(&path).is_ok_and(|a| {
         a.snapshot().nic_desc().split_whitespace().next() == Some(spec.to_string().as_str())
+            && a.header()
+                .procs
+                .snapshot()
+                .iter()
+                .any(|p| p.alive && !p.nic_fds.is_empty())
     })
 }
 
@@ -136,10 +142,9 @@ pub fn run(a: Args) -> Result<(), String> {
                 Err(rbypass_nic::spec::SpecError::Xdp(rbypass_nic::xdp::XdpError::Busy(_)))
                     if name.as_deref().is_some_and(|n| drives(n, &parsed)) =>
                 {
-                    Err(format!(
-                        "stack {} already drives {parsed}: another process cannot join a stack on an AF_XDP device yet; start it from the stack's first process (its fork children share the device), or give it its own --name with packet:IFACE",
-                        name.unwrap_or_default()
-                    ))
+                    // The app joins the stack and its device (the library
+                    // takes a member's fds to it).
+                    Ok(())
                 }
                 Err(e) => Err(e.to_string()),
                 Ok(nic) => {

@@ -79,6 +79,8 @@ fn command(stack: Option<&StackName>, argv: &[&str]) -> Command {
         Some(s) => {
             let mut c = Command::new(rbypass());
             c.args(["run", "--name", &s.0, "--", argv[0]]);
+            // The test reads the stack's counters after the apps exit.
+            c.env("RBYPASS_KEEP_STACK", "1");
             c
         }
     };

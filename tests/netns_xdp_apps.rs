@@ -182,7 +182,9 @@ fn command(ns: &NetNs, stack: Option<&Stack>, argv: &[&str]) -> Command {
             c.env_remove(k);
         }
     }
-    c.env_remove("LD_PRELOAD").env("RBYPASS_NO_FAIL", "0");
+    c.env_remove("LD_PRELOAD")
+        .env("RBYPASS_NO_FAIL", "0")
+        .env("RBYPASS_KEEP_STACK", "1");
     c
 }
 

@@ -96,6 +96,7 @@ fn run_case(tag: &str, subnet: u8, nic: &str, port: u16) {
         .arg(&script)
         .args([&hosts.ip_b.to_string(), &port.to_string()])
         .env("RBYPASS_NO_FAIL", "0")
+        .env("RBYPASS_KEEP_STACK", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -78,6 +78,8 @@ fn spawn(mode: Mode, stack: &str, prog: &Path, args: &[&str]) -> Proc {
             let mut c = Command::new(rbypass());
             c.args(["run", "--name", stack, "--profile", profile, "--"])
                 .arg(prog);
+            // The test reads the stack's counters after the apps exit.
+            c.env("RBYPASS_KEEP_STACK", "1");
             c
         }
     };

@@ -359,6 +359,7 @@ impl Drop for StackName {
 fn rbypass_cmd(stack: &StackName, prog: &Path) -> Command {
     let mut c = Command::new(rbypass_bin());
     c.args(["run", "--name", &stack.0, "--"]).arg(prog);
+    c.env("RBYPASS_KEEP_STACK", "1");
     c
 }
 

@@ -91,8 +91,11 @@ fn exit_with_unsent_data_still_delivers_through_a_tap() {
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "listening");
 
+    // The stack is kept after the client exits, for its counters below.
     let client = ns
         .exec(&[
+            "env",
+            "RBYPASS_KEEP_STACK=1",
             rbypass.to_str().unwrap(),
             "run",
             "--name",
@@ -142,7 +145,7 @@ fn exit_with_unsent_data_still_delivers_through_a_tap() {
     let tx: u64 = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("tx_frames"))
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     assert!(tx >= 2000, "the stack sent {tx} frames on the TAP:\n{text}");
     let _ = std::fs::remove_file(format!("/dev/shm/rbypass-{stack}"));

@@ -36,7 +36,9 @@ extern "C" fn at_exit() {
         st.pump(&mut c, now);
         let lingering = c.tcp_lingering();
         crate::rlog!(Debug, "exit: {lingering} connections still delivering");
-        if st.on_device() && lingering > 0 {
+        crate::state::leave_process_table(&st.stack);
+        let others = others_use(st);
+        if st.on_device() && lingering > 0 && !others {
             // Fork with the lock held: the child carries on inside this very
             // critical section and releases the lock; this process ends
             // holding nothing.
@@ -49,6 +51,12 @@ extern "C" fn at_exit() {
         let h = st.stack.header();
         if h.name[0] == 0 && h.creator_pid == std::process::id() {
             let _ = std::fs::remove_file(st.stack.arena().path());
+        } else if h.name[0] != 0 && !others && (lingering == 0 || !st.on_device()) {
+            // The last process of a named stack: the stack goes with it (a
+            // process attaching meanwhile sees the file gone and starts a
+            // new one). On the loopback, lingering connections have no
+            // peer process left to carry them either.
+            remove_named(st);
         }
     }));
 }
@@ -81,6 +89,8 @@ fn linger<'a>(st: &'a crate::state::State, mut c: StackGuard<'a>) -> Option<Stac
         drop(c);
         return None;
     }
+    // The lock is ours now, not the exiting parent's.
+    st.stack.header().lock.adopt_after_raw_fork();
     // SAFETY: closing every fd but the device's (sorted), naming the process.
     unsafe {
         let mut from: u32 = 0;
@@ -96,6 +106,10 @@ fn linger<'a>(st: &'a crate::state::State, mut c: StackGuard<'a>) -> Option<Stac
         libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32);
         libc::prctl(libc::PR_SET_NAME, c"rbypass-linger".as_ptr());
     }
+    // A member like any other while it drives the stack (so a process
+    // joining meanwhile takes the device from it).
+    crate::state::join_process_table(&st.stack);
+    st.publish_nic_fds();
     let start = now_ns();
     loop {
         let now = now_ns();
@@ -108,9 +122,41 @@ fn linger<'a>(st: &'a crate::state::State, mut c: StackGuard<'a>) -> Option<Stac
         crate::progress::wait_readable(fd, 10);
         c = st.stack.lock();
     }
+    crate::state::leave_process_table(&st.stack);
+    if st.stack.header().name[0] != 0 && !others_use(st) {
+        remove_named(st);
+    }
     loop {
         // SAFETY: ends the linger process.
         unsafe { libc::syscall(libc::SYS_exit_group, 0) };
+    }
+}
+
+/// Whether another process still uses the stack: a live member, or its
+/// creator if that is not us (a program that made the stack with the
+/// stack crate and never entered the process table).
+fn others_use(st: &crate::state::State) -> bool {
+    let h = st.stack.header();
+    h.procs.live_count() > 0
+        || (h.creator_pid != std::process::id() && rbypass_stack::procs::is_alive(h.creator_pid, 0))
+}
+
+/// Removes a named stack's arena file whose last process is leaving,
+/// unless RBYPASS_KEEP_STACK=1 keeps it for a look with stackdump
+/// afterwards (`rbypass stackdump gc` removes it then).
+fn remove_named(st: &crate::state::State) {
+    // SAFETY: getenv with a NUL-terminated name; no allocation (exit paths).
+    let keep = unsafe { libc::getenv(c"RBYPASS_KEEP_STACK".as_ptr()) };
+    // SAFETY: a non-null getenv result is a NUL-terminated string.
+    if !keep.is_null() && unsafe { *keep } == b'1' as libc::c_char {
+        return;
+    }
+    if st.stack.arena().unlink_if_same() {
+        crate::rlog!(
+            Debug,
+            "exit: the last process of stack {} removed it",
+            st.stack.arena().path().display()
+        );
     }
 }
 

@@ -32,6 +32,10 @@ extern "C" fn release() {
 /// The child, after fork: the lock is the parent's to release (shared word).
 extern "C" fn child() {
     crate::exit::set_owner();
+    if let Some(st) = crate::state::existing() {
+        crate::state::join_process_table(&st.stack);
+        st.publish_nic_fds();
+    }
     crate::progress::start();
 }
 

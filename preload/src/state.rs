@@ -3,7 +3,7 @@
 //! lazily on the first socket call, with no allocation after that.
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use rbypass_nic::driver::Driver;
 use rbypass_nic::spec::NicSpec;
@@ -81,6 +81,10 @@ struct NicSlot {
     /// The fds a linger process keeps (sorted), read once at start.
     keep: [libc::c_int; MAX_KEEP_FDS],
     keep_len: usize,
+    /// The fds another process takes to join the device (published in
+    /// the process table; a fork child has the same numbers).
+    shared: [libc::c_int; rbypass_stack::procs::MAX_NIC_FDS],
+    shared_len: usize,
 }
 
 /// Most device fds a linger process keeps.
@@ -178,13 +182,110 @@ fn device_failed(e: &str) {
     }
 }
 
+/// The arena a process attaches to if it exists: the one handed over
+/// across exec, or the named stack's.
+fn existing_arena(handoff: Option<&crate::exec::Handoff>) -> Option<std::path::PathBuf> {
+    match (handoff, std::env::var("RBYPASS_NAME")) {
+        (Some(h), _) => Some(h.arena.clone()),
+        (None, Ok(name)) if !name.is_empty() => {
+            rbypass_stack::arena::validate_name(&name).ok()?;
+            Some(rbypass_stack::arena::path_for_name(&name))
+        }
+        _ => None,
+    }
+}
+
+/// How long a process joining a stack waits for the stack's first process
+/// to publish its device (it may still be opening it).
+const JOIN_WAIT_NS: u64 = 3_000_000_000;
+
+/// Joins the device of the existing stack at `path` (RBYPASS_NIC names the
+/// same device as the stack's): takes a live member's fds to it. Ok(None):
+/// nothing to join (no such stack, another device, nobody to take the fds
+/// from), so the device is opened as usual.
+fn join_device(path: &std::path::Path) -> Result<Option<(Stack, Box<dyn Nic>)>, String> {
+    let Ok(text) = std::env::var("RBYPASS_NIC") else {
+        return Ok(None);
+    };
+    let Ok(spec) = text.parse::<NicSpec>() else {
+        return Ok(None);
+    };
+    if !matches!(spec, NicSpec::Xdp(_)) {
+        return Ok(None);
+    }
+    let me = std::process::id();
+    let start = rbypass_stack::clock::now_ns();
+    loop {
+        let Ok(stack) = Stack::open_at(path) else {
+            return Ok(None);
+        };
+        if rbypass_stack::stack::abandoned(stack.arena()) {
+            return Ok(None);
+        }
+        let desc = stack.snapshot().nic_desc();
+        let same = desc.split_whitespace().next() == Some(spec.to_string().as_str());
+        if same {
+            let members = stack.header().procs.snapshot();
+            for m in members
+                .iter()
+                .filter(|m| m.alive && m.pid != me && !m.nic_fds.is_empty())
+            {
+                match rbypass_nic::share::take_fds(m.pid, &m.nic_fds) {
+                    Ok(fds) => {
+                        return match spec.join(&desc, fds) {
+                            Some(Ok(nic)) => {
+                                crate::rlog!(
+                                    Info,
+                                    "joined stack {} on {desc} (device fds from pid {})",
+                                    path.display(),
+                                    m.pid
+                                );
+                                Ok(Some((stack, nic)))
+                            }
+                            Some(Err(e)) => Err(e.to_string()),
+                            None => Ok(None),
+                        };
+                    }
+                    Err(rbypass_nic::share::ShareError::Gone { .. }) => continue,
+                    Err(e) => {
+                        return Err(format!("{spec}: cannot join stack {}: {e}", path.display()))
+                    }
+                }
+            }
+        } else if desc != "loop" {
+            // The stack runs on another device.
+            return Ok(None);
+        }
+        if rbypass_stack::clock::now_ns() - start > JOIN_WAIT_NS {
+            return Ok(None);
+        }
+        // The first process may still be opening the device.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn build() -> Option<State> {
-    let (nic, iface) = match open_nic() {
-        Ok(x) => x,
-        Err(e) => {
+    let handoff = crate::exec::take_handoff();
+    let joined = match existing_arena(handoff.as_ref()).map(|p| join_device(&p)) {
+        Some(Ok(j)) => j,
+        Some(Err(e)) => {
             device_failed(&e);
             return None;
         }
+        None => None,
+    };
+    let (nic, iface, joined_stack) = match joined {
+        Some((stack, nic)) => {
+            let iface = stack.snapshot().iface;
+            (Some(nic), iface, Some(stack))
+        }
+        None => match open_nic() {
+            Ok((nic, iface)) => (nic, iface, None),
+            Err(e) => {
+                device_failed(&e);
+                return None;
+            }
+        },
     };
     let defaults = StackConfig::default();
     let tcp_cc = match std::env::var("RBYPASS_TCP_CC") {
@@ -208,10 +309,13 @@ fn build() -> Option<State> {
             .map_or(defaults.tcp_slow_start_after_idle, |v| u8::from(v != 0)),
         ..defaults
     };
-    let handoff = crate::exec::take_handoff();
-    let stack = match (&handoff, std::env::var("RBYPASS_NAME")) {
-        (Some(h), _) => Stack::open_at(&h.arena),
-        (None, Ok(name)) if !name.is_empty() => Stack::open_or_create_named(&name, &cfg, iface),
+    let was_joined = joined_stack.is_some();
+    let stack = match (joined_stack, &handoff, std::env::var("RBYPASS_NAME")) {
+        (Some(s), _, _) => Ok(s),
+        (None, Some(h), _) => Stack::open_at(&h.arena),
+        (None, None, Ok(name)) if !name.is_empty() => {
+            Stack::open_or_create_named(&name, &cfg, iface)
+        }
         _ => Stack::create_private(&cfg, iface),
     };
     let stack = match stack {
@@ -223,6 +327,29 @@ fn build() -> Option<State> {
             );
             return None;
         }
+    };
+    join_process_table(&stack);
+    let stack = match std::env::var("RBYPASS_NAME") {
+        Ok(name) if !name.is_empty() && !was_joined && !stack.arena().is_linked() => {
+            // The stack's last process removed it between our attach and
+            // our entry in its table: start the stack anew.
+            leave_process_table(&stack);
+            drop(stack);
+            match Stack::open_or_create_named(&name, &cfg, iface) {
+                Ok(s) => {
+                    join_process_table(&s);
+                    s
+                }
+                Err(e) => {
+                    crate::rlog!(
+                        Warn,
+                        "cannot open the stack ({e}); sockets stay with the kernel"
+                    );
+                    return None;
+                }
+            }
+        }
+        _ => stack,
     };
     let table = mmap_zeroed::<AtomicU64>(MAX_FDS)?;
     let spin_us = std::env::var("RBYPASS_SPIN_USEC")
@@ -263,6 +390,18 @@ fn build() -> Option<State> {
                 }
                 return None;
             }
+            let mut shared = [-1; rbypass_stack::procs::MAX_NIC_FDS];
+            let shared_fds = n.shared_fds();
+            for (k, fd) in shared.iter_mut().zip(&shared_fds) {
+                *k = *fd;
+            }
+            let shared_len = shared_fds.len().min(shared.len());
+            if let Some(slot) = process_slot() {
+                stack
+                    .header()
+                    .procs
+                    .set_nic_fds(slot, &shared[..shared_len]);
+            }
             let mut keep = [-1; MAX_KEEP_FDS];
             let mut fds = n.keep_fds();
             fds.sort_unstable();
@@ -275,6 +414,8 @@ fn build() -> Option<State> {
                 wait_fd: n.wait_fd(),
                 keep_len: fds.len().min(MAX_KEEP_FDS),
                 keep,
+                shared,
+                shared_len,
                 nic: std::cell::UnsafeCell::new(n),
             })
         }
@@ -285,6 +426,32 @@ fn build() -> Option<State> {
         spin_us,
         nic,
     })
+}
+
+/// This process's entry in the stack's process table (usize::MAX: none).
+static PROC_SLOT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Enters this process in the stack's process table (at attach, and in a
+/// fork child, which is a new member). Allocation-free.
+pub fn join_process_table(stack: &Stack) {
+    match stack.header().procs.register_self() {
+        Ok(slot) => PROC_SLOT.store(slot, Ordering::Release),
+        Err(e) => crate::rlog!(Warn, "{e}; stackdump will not list this process"),
+    }
+}
+
+/// Takes this process out of the stack's process table (exit).
+pub fn leave_process_table(stack: &Stack) {
+    let slot = PROC_SLOT.swap(usize::MAX, Ordering::AcqRel);
+    if slot != usize::MAX {
+        stack.header().procs.unregister(slot);
+    }
+}
+
+/// This process's entry in the stack's process table, if it has one.
+pub fn process_slot() -> Option<usize> {
+    let s = PROC_SLOT.load(Ordering::Acquire);
+    (s != usize::MAX).then_some(s)
 }
 
 /// The state, initialising it on first use; None if acceleration is off.
@@ -368,6 +535,17 @@ impl State {
     /// The fds a linger process must keep for the device (sorted).
     pub fn nic_keep_fds(&self) -> &[libc::c_int] {
         self.nic.as_ref().map_or(&[], |n| &n.keep[..n.keep_len])
+    }
+
+    /// Publishes this process's device fds in its process-table entry, so a
+    /// process joining later can take them (at attach, and in a fork child).
+    pub fn publish_nic_fds(&self) {
+        if let (Some(n), Some(slot)) = (&self.nic, process_slot()) {
+            self.stack
+                .header()
+                .procs
+                .set_nic_fds(slot, &n.shared[..n.shared_len]);
+        }
     }
 
     /// Whether this stack drives a real device (not the loopback).

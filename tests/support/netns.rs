@@ -115,6 +115,12 @@ impl KillOnDrop {
         KillOnDrop { child: Some(child) }
     }
 
+    /// The child, to signal or wait for it.
+    #[allow(dead_code)]
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("child present until finish")
+    }
+
     /// Kills the child (if still running) and returns its collected output.
     pub fn finish(mut self) -> io::Result<Output> {
         let mut child = self.child.take().expect("child present until finish");
