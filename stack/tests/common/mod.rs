@@ -199,3 +199,54 @@ pub fn verify_ip_frame(f: &[u8]) {
         _ => {}
     }
 }
+
+/// The Ethernet address of IPv4 multicast `group` (01:00:5e + low 23 bits),
+/// computed independently of the stack.
+pub fn mcast_mac(group: Ipv4Addr) -> EthernetAddress {
+    let o = group.octets();
+    EthernetAddress([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]])
+}
+
+/// A UDP datagram from `src` (a host on the link with `src_mac`) to
+/// multicast `group`, as a frame.
+pub fn mcast_udp_frame(
+    src_mac: EthernetAddress,
+    src: Ipv4Addr,
+    group: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    eth(
+        mcast_mac(group),
+        src_mac,
+        0x0800,
+        &ipv4(
+            src,
+            group,
+            17,
+            &udp(src, group, sport, dport, payload, true),
+        ),
+    )
+}
+
+/// An IGMP message with its checksum filled in (`msg` has a zero checksum).
+pub fn igmp_msg(mut msg: Vec<u8>) -> Vec<u8> {
+    msg[2] = 0;
+    msg[3] = 0;
+    let c = checksum::finish(checksum::accumulate(&msg, 0));
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    msg
+}
+
+/// An IGMP message from the peer (as a router) to `dst`, with Router Alert
+/// and TTL 1 as routers send them.
+pub fn igmp_frame(dst: Ipv4Addr, msg: &[u8]) -> Vec<u8> {
+    let mut ip = ipv4_with(PEER_IP, dst, 2, msg, 0, &[0x94, 0x04, 0, 0]);
+    ip[8] = 1;
+    ip[10] = 0;
+    ip[11] = 0;
+    let c = checksum::finish(checksum::accumulate(&ip[..24], 0));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    eth(mcast_mac(dst), PEER_MAC, 0x0800, &ip)
+}
