@@ -190,3 +190,193 @@ mod tests {
         assert_eq!(c.rx_bytes.get(), 0);
     }
 }
+
+/// One-line descriptions of the stack-wide counters, for stackdump (the one
+/// place they are written). Also covers the figures stackdump shows beside
+/// [`StackCounters`] (`lock_contended`, `lock_recovered`, `proc_attaches`,
+/// `proc_reaped`).
+/// A counter missing here is shown with an empty description; the test
+/// below lists the ones that lack one.
+pub const STACK_COUNTER_DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        "rx_frames",
+        "frames received from the device or the loopback",
+    ),
+    ("rx_bytes", "bytes of frames received"),
+    ("tx_frames", "frames handed to the device"),
+    ("tx_bytes", "bytes of frames handed to the device"),
+    ("rx_drop_eth", "dropped: runt frame or unknown ethertype"),
+    (
+        "rx_drop_not_our_mac",
+        "dropped: frame for another MAC address",
+    ),
+    ("rx_drop_arp", "dropped: malformed ARP, or ARP not for us"),
+    (
+        "rx_drop_ip_hdr",
+        "dropped: bad IPv4 header (version, lengths)",
+    ),
+    ("rx_drop_ip_csum", "dropped: bad IPv4 header checksum"),
+    (
+        "rx_drop_ip_frag",
+        "dropped: IPv4 fragment (not reassembled)",
+    ),
+    (
+        "rx_drop_not_our_ip",
+        "dropped: IPv4 packet for another address",
+    ),
+    (
+        "rx_drop_ip_proto",
+        "dropped: IPv4 protocol the stack does not handle",
+    ),
+    ("rx_drop_icmp", "dropped: malformed or bad-checksum ICMP"),
+    ("rx_drop_udp_hdr", "dropped: malformed UDP header"),
+    ("rx_drop_udp_csum", "dropped: bad UDP checksum"),
+    (
+        "rx_udp_no_port",
+        "UDP to a port with no socket (ICMP port unreachable sent)",
+    ),
+    (
+        "rx_drop_udp_rcvbuf",
+        "dropped: UDP socket receive buffer full",
+    ),
+    (
+        "drop_no_buffers",
+        "dropped: packet buffers or queue nodes ran out",
+    ),
+    (
+        "tx_drop_arp",
+        "dropped while waiting for ARP (queue full or unresolved)",
+    ),
+    ("tx_drop_no_route", "dropped: no route to the destination"),
+    ("arp_requests_sent", "ARP requests sent"),
+    ("arp_replies_sent", "ARP replies sent"),
+    ("arp_replies_received", "ARP replies received"),
+    (
+        "icmp_echo_replies_sent",
+        "ICMP echo replies sent (ping answered)",
+    ),
+    ("icmp_unreach_sent", "ICMP destination unreachable sent"),
+    (
+        "icmp_unreach_received",
+        "ICMP destination unreachable received",
+    ),
+    ("udp_rx_datagrams", "UDP datagrams delivered to sockets"),
+    ("udp_tx_datagrams", "UDP datagrams sent"),
+    (
+        "rx_drop_tcp",
+        "dropped: malformed or bad-checksum TCP segment",
+    ),
+    ("tcp_rx_segments", "TCP segments received"),
+    (
+        "tcp_no_socket",
+        "TCP segment for no connection or listener (RST sent)",
+    ),
+    ("tcp_rst_sent", "TCP resets sent"),
+    ("tcp_rst_received", "TCP resets received"),
+    (
+        "tcp_listen_drops",
+        "SYNs dropped: a listener's queues were full",
+    ),
+    ("tcp_challenge_acks", "challenge ACKs sent (RFC 5961)"),
+    ("tcp_paws_drops", "segments dropped by PAWS (old timestamp)"),
+    ("tcp_active_opens", "connections opened by connect"),
+    ("tcp_passive_opens", "connections accepted by listeners"),
+    ("tcp_retransmits", "TCP segments retransmitted"),
+    (
+        "tcp_fast_retransmits",
+        "fast retransmits (duplicate ACKs or SACK)",
+    ),
+    ("tcp_ooo_segments", "out-of-order TCP segments received"),
+    ("tcp_window_probes", "zero-window probes sent"),
+    ("tcp_loss_probes", "tail loss probes sent (RFC 8985)"),
+    ("tcp_syncookies_sent", "SYN cookies sent"),
+    ("tcp_syncookies_ok", "SYN cookies validated"),
+    ("rx_drop_igmp", "dropped: malformed or bad-checksum IGMP"),
+    ("igmp_rx_queries", "IGMP membership queries received"),
+    ("igmp_rx_reports", "IGMP membership reports received"),
+    ("igmp_tx_reports", "IGMP membership reports sent"),
+    ("igmp_tx_leaves", "IGMP leave messages sent"),
+    (
+        "rx_drop_mcast_group",
+        "dropped: IPv4 multicast to a group no socket joined",
+    ),
+    (
+        "rx_mcast_own_echo",
+        "dropped: own multicast handed back by the device",
+    ),
+    (
+        "udp_mcast_looped",
+        "multicast datagrams delivered locally as sent (IP_MULTICAST_LOOP)",
+    ),
+    (
+        "lock_contended",
+        "times a thread found the stack lock taken",
+    ),
+    (
+        "lock_recovered",
+        "times the lock was taken over from a holder that died",
+    ),
+    (
+        "proc_attaches",
+        "processes that joined the stack (fork children too)",
+    ),
+    (
+        "proc_reaped",
+        "process-table entries of dead processes cleared",
+    ),
+];
+
+/// One-line descriptions of the per-socket counters ([`SocketCounters`]).
+pub const SOCKET_COUNTER_DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        "rx_packets",
+        "datagrams or segments delivered to the socket",
+    ),
+    ("rx_bytes", "payload bytes delivered to the socket"),
+    ("tx_packets", "datagrams or segments sent"),
+    ("tx_bytes", "payload bytes sent"),
+    ("rx_drop_rcvbuf", "dropped: receive buffer full"),
+    ("rx_drop_nobuf", "dropped: no packet buffers"),
+    ("tx_errors", "sends that failed (no buffers or no route)"),
+];
+
+/// The description of stack counter `name` ("" if it has none).
+pub fn describe(name: &str) -> &'static str {
+    STACK_COUNTER_DESCRIPTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("", |(_, d)| d)
+}
+
+/// The description of per-socket counter `name` ("" if it has none).
+pub fn describe_socket(name: &str) -> &'static str {
+    SOCKET_COUNTER_DESCRIPTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("", |(_, d)| d)
+}
+
+#[cfg(test)]
+mod description_tests {
+    use super::*;
+
+    /// Lists every counter without a description: add one to the tables above.
+    #[test]
+    fn every_counter_has_a_description() {
+        let missing: Vec<&str> = StackCounters::default()
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| describe(n).is_empty())
+            .chain(
+                SocketCounters::default()
+                    .iter()
+                    .map(|(n, _)| n)
+                    .filter(|n| describe_socket(n).is_empty()),
+            )
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "counters without a description in stack/src/counters.rs: {missing:?}"
+        );
+    }
+}

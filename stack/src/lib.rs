@@ -18,6 +18,7 @@ pub mod clock;
 pub mod counters;
 pub mod iface;
 pub mod lock;
+pub mod observe;
 pub mod pool;
 pub mod procs;
 pub mod socket;
