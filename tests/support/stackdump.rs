@@ -27,3 +27,45 @@ pub fn counter(stack: &str, name: &str) -> u64 {
         })
         .unwrap_or_else(|| panic!("no counter {name} for stack {stack}:\n{text}"))
 }
+
+/// Runs `rbypass stackdump ARGS...` and returns its output.
+pub fn stackdump(args: &[&str]) -> std::process::Output {
+    Command::new(rbypass())
+        .arg("stackdump")
+        .args(args)
+        .output()
+        .expect("rbypass stackdump")
+}
+
+/// Runs `rbypass stackdump ARGS... --json`, checks it succeeded and parses
+/// its one JSON document.
+pub fn stackdump_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(rbypass())
+        .arg("stackdump")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("rbypass stackdump");
+    assert!(
+        out.status.success(),
+        "stackdump {args:?} --json failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stackdump {args:?} --json is not one JSON document ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Runs `rbypass stackdump ARGS...`, checks it succeeded and returns stdout.
+pub fn stackdump_text(args: &[&str]) -> String {
+    let out = stackdump(args);
+    assert!(
+        out.status.success(),
+        "stackdump {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
