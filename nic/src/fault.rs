@@ -374,6 +374,14 @@ impl<N: Nic> Nic for FaultyNic<N> {
     fn keep_fds(&self) -> Vec<std::os::fd::RawFd> {
         self.inner.keep_fds()
     }
+
+    fn shared_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.inner.shared_fds()
+    }
+
+    fn kernel_speaks_igmp(&self) -> bool {
+        self.inner.kernel_speaks_igmp()
+    }
 }
 
 #[cfg(test)]

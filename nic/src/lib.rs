@@ -121,6 +121,13 @@ pub trait Nic: Send {
     fn shared_fds(&self) -> Vec<RawFd> {
         Vec::new()
     }
+
+    /// Whether the kernel still speaks IGMP for the host on this device
+    /// (AF_XDP, AF_PACKET: the app's kernel sockets join too, and queries
+    /// reach the kernel), so the stack must not send reports of its own.
+    fn kernel_speaks_igmp(&self) -> bool {
+        false
+    }
 }
 
 impl<N: Nic + ?Sized> Nic for Box<N> {
@@ -169,5 +176,8 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     }
     fn shared_fds(&self) -> Vec<RawFd> {
         (**self).shared_fds()
+    }
+    fn kernel_speaks_igmp(&self) -> bool {
+        (**self).kernel_speaks_igmp()
     }
 }

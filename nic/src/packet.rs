@@ -155,7 +155,8 @@ impl Ring {
 #[derive(Debug)]
 struct KernelDrop {
     map: Map,
-    _prog: Program,
+    /// The program (None in a process that joined: the link holds it).
+    _prog: Option<Program>,
     link: Link,
     installed: Vec<FlowKey>,
 }
@@ -173,11 +174,25 @@ impl KernelDrop {
         let link = Link::create(&prog, ifindex, attach_type::TCX_INGRESS, 0)?;
         Ok(KernelDrop {
             map,
-            _prog: prog,
+            _prog: Some(prog),
             link,
             installed: Vec::new(),
         })
     }
+}
+
+/// The rings' layout: (block size, frames per block, blocks), the same in
+/// every process of the machine (it depends on the page size only).
+fn ring_geometry() -> (usize, usize, usize) {
+    // SAFETY: plain sysconf.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|&p| p > 0)
+        .unwrap_or(4096);
+    let block_size = FRAME_SIZE.max(page).div_ceil(page) * page;
+    let frames_per_block = block_size / FRAME_SIZE;
+    let block_nr = (RING_FRAMES / frames_per_block).max(1);
+    (block_size, frames_per_block, block_nr)
 }
 
 /// A stack's AF_PACKET device.
@@ -320,14 +335,7 @@ impl PacketNic {
         sockopt::set(s, libc::SOL_PACKET, libc::PACKET_LOSS, &1 as &libc::c_int)
             .map_err(|e| io_err("setting PACKET_LOSS", e))?;
 
-        // SAFETY: plain sysconf.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-            .ok()
-            .filter(|&p| p > 0)
-            .unwrap_or(4096);
-        let block_size = FRAME_SIZE.max(page).div_ceil(page) * page;
-        let frames_per_block = block_size / FRAME_SIZE;
-        let block_nr = (RING_FRAMES / frames_per_block).max(1);
+        let (block_size, frames_per_block, block_nr) = ring_geometry();
         let req = libc::tpacket_req {
             tp_block_size: block_size as libc::c_uint,
             tp_block_nr: block_nr as libc::c_uint,
@@ -338,53 +346,7 @@ impl PacketNic {
             .map_err(|e| io_err("setting up the RX ring", e))?;
         sockopt::set(s, libc::SOL_PACKET, libc::PACKET_TX_RING, &req)
             .map_err(|e| io_err("setting up the TX ring", e))?;
-        let ring_len = block_size * block_nr;
-        let map_len = 2 * ring_len;
-        // SAFETY: a fresh shared mapping of the socket's rings (RX first,
-        // then TX, as the kernel lays them out); no existing memory is touched.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                s,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io_err("mapping the rings", io::Error::last_os_error()));
-        }
-        let map = map.cast::<u8>();
-        let ring = |base: *mut u8| Ring {
-            base,
-            frames: block_nr * frames_per_block,
-            frames_per_block,
-            block_size,
-        };
-        // Owns the mapping from here on (unmapped on every error below).
-        let mut nic = PacketNic {
-            fd,
-            ifname: name.clone(),
-            ifindex,
-            mac: EthernetAddress([0; 6]),
-            if_mtu: 1500,
-            map,
-            map_len,
-            rx: ring(map),
-            // SAFETY: the TX ring starts `ring_len` bytes into the mapping of
-            // `2 * ring_len` bytes.
-            tx: ring(unsafe { map.add(ring_len) }),
-            rx_next: 0,
-            tx_next: 0,
-            kick_pending: false,
-            warned_truncated: false,
-            flows: FlowSet::new(),
-            filter_ip: None,
-            stats: PacketStats::default(),
-            ctl,
-            kernel_drop,
-        };
+        let mut nic = Self::map_rings(fd, &name, ifindex, ctl, kernel_drop)?;
 
         sockopt::set(
             s,
@@ -424,7 +386,131 @@ impl PacketNic {
                 "packet:{ifname}: no PACKET_QDISC_BYPASS ({e}); sending through the qdisc"
             );
         }
+        nic.read_link()?;
+        tracing::info!(
+            "packet:{ifname}: AF_PACKET socket bound (ifindex {ifindex}, {} + {} ring frames, MTU {})",
+            nic.rx.frames,
+            nic.tx.frames,
+            nic.if_mtu
+        );
+        Ok(nic)
+    }
 
+    /// Drives the AF_PACKET socket another process of the same stack
+    /// opened, from that process's fds (see [`Nic::shared_fds`]: the
+    /// socket, the TC link, the TC flow map), taken with pidfd_getfd: the
+    /// same rings, mapped here, with the ring cursors in the stack.
+    pub fn join(ifname: &str, fds: Vec<OwnedFd>) -> Result<PacketNic, PacketError> {
+        let name = ifname.to_string();
+        if fds.len() != 3 {
+            return Err(PacketError::Io(
+                name,
+                "joining the stack's device",
+                io::Error::other(format!("{} fds published, 3 needed", fds.len())),
+            ));
+        }
+        let cname = CString::new(ifname).map_err(|_| PacketError::NoInterface(name.clone()))?;
+        // SAFETY: `cname` is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(PacketError::NoInterface(name));
+        }
+        let ctl = ControlPlane::open(ifname).map_err(|e| match e {
+            NetlinkError::NoSuchLink(_) => PacketError::NoInterface(name.clone()),
+            NetlinkError::Io(e) => PacketError::Io(name.clone(), "reading the interface", e),
+            e => PacketError::Io(name.clone(), "reading the interface", io::Error::other(e)),
+        })?;
+        let mut fds = fds.into_iter();
+        let mut next = || fds.next().expect("length checked");
+        let fd = next();
+        let kernel_drop = KernelDrop {
+            link: Link::from_fd(next()),
+            map: Map::from_fd(next(), flow_prog::FLOW_KEY_SIZE, flow_prog::FLOW_VALUE_SIZE),
+            _prog: None,
+            installed: Vec::new(),
+        };
+        let mut nic = Self::map_rings(fd, &name, ifindex, ctl, kernel_drop)?;
+        nic.read_link()?;
+        tracing::info!("packet:{ifname}: joined the stack's AF_PACKET socket");
+        Ok(nic)
+    }
+
+    /// Maps the rings of `fd` (set up with [`ring_geometry`]) and builds
+    /// the device around them.
+    fn map_rings(
+        fd: OwnedFd,
+        name: &str,
+        ifindex: u32,
+        ctl: ControlPlane,
+        kernel_drop: KernelDrop,
+    ) -> Result<PacketNic, PacketError> {
+        let (block_size, frames_per_block, block_nr) = ring_geometry();
+        let s = fd.as_raw_fd();
+        let ring_len = block_size * block_nr;
+        let map_len = 2 * ring_len;
+        // SAFETY: a fresh shared mapping of the socket's rings (RX first,
+        // then TX, as the kernel lays them out); no existing memory is touched.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                s,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(PacketError::Io(
+                name.to_string(),
+                "mapping the rings",
+                io::Error::last_os_error(),
+            ));
+        }
+        let map = map.cast::<u8>();
+        let ring = |base: *mut u8| Ring {
+            base,
+            frames: block_nr * frames_per_block,
+            frames_per_block,
+            block_size,
+        };
+        // Owns the mapping from here on (unmapped on every error below).
+        Ok(PacketNic {
+            fd,
+            ifname: name.to_string(),
+            ifindex,
+            mac: EthernetAddress([0; 6]),
+            if_mtu: 1500,
+            map,
+            map_len,
+            rx: ring(map),
+            // SAFETY: the TX ring starts `ring_len` bytes into the mapping of
+            // `2 * ring_len` bytes.
+            tx: ring(unsafe { map.add(ring_len) }),
+            rx_next: 0,
+            tx_next: 0,
+            kick_pending: false,
+            warned_truncated: false,
+            flows: FlowSet::new(),
+            filter_ip: None,
+            stats: PacketStats::default(),
+            ctl,
+            kernel_drop,
+        })
+    }
+
+    /// Reads the interface's MAC address and MTU through the socket.
+    fn read_link(&mut self) -> Result<(), PacketError> {
+        let name = self.ifname.clone();
+        let ifname = name.as_str();
+        let io_err = |step: &'static str, e: io::Error| {
+            if is_perm(&e) {
+                PacketError::Privilege(name.clone(), step)
+            } else {
+                PacketError::Io(name.clone(), step, e)
+            }
+        };
+        let s = self.fd.as_raw_fd();
         let mut req = ifreq_for(ifname);
         // SAFETY: `s` is a valid socket and `req` an initialised `ifreq`
         // that outlives the call; SIOCGIFHWADDR writes only inside it.
@@ -438,13 +524,13 @@ impl PacketNic {
         // pattern is a valid `sockaddr`.
         let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
         if hw.sa_family != libc::ARPHRD_ETHER {
-            return Err(PacketError::NotEthernet(name, hw.sa_family));
+            return Err(PacketError::NotEthernet(name.clone(), hw.sa_family));
         }
         let mut mac = [0u8; 6];
         for (d, &s) in mac.iter_mut().zip(hw.sa_data.iter()) {
             *d = s as u8;
         }
-        nic.mac = EthernetAddress(mac);
+        self.mac = EthernetAddress(mac);
 
         let mut req = ifreq_for(ifname);
         // SAFETY: as above; SIOCGIFMTU writes only `ifru_mtu`.
@@ -456,15 +542,8 @@ impl PacketNic {
         }
         // SAFETY: the kernel filled `ifru_mtu` on success.
         let mtu = unsafe { req.ifr_ifru.ifru_mtu };
-        nic.if_mtu = u32::try_from(mtu).unwrap_or(0).max(68);
-
-        tracing::info!(
-            "packet:{ifname}: AF_PACKET socket bound (ifindex {ifindex}, {} + {} ring frames, MTU {})",
-            nic.rx.frames,
-            nic.tx.frames,
-            nic.if_mtu
-        );
-        Ok(nic)
+        self.if_mtu = u32::try_from(mtu).unwrap_or(0).max(68);
+        Ok(())
     }
 
     /// The interface's index (for attaching programs to it).
@@ -764,6 +843,19 @@ impl Nic for PacketNic {
         if !changed && self.filter_ip == Some(own_ip) {
             return Ok(());
         }
+        // Other processes of the stack change the map too: start from what
+        // it holds, not from what this process last wrote.
+        match self.kernel_drop.map.keys() {
+            Ok(keys) => {
+                let d = &mut self.kernel_drop;
+                d.installed = keys.iter().filter_map(|k| FlowKey::from_bytes(k)).collect();
+                d.installed.sort_unstable();
+            }
+            Err(e) => {
+                self.flows.invalidate();
+                return Err(e);
+            }
+        }
         // The socket filter first, so the kernel never drops a frame of a
         // flow the ring does not take yet.
         let installed = self.install_filter(own_ip).and_then(|()| {
@@ -777,6 +869,18 @@ impl Nic for PacketNic {
         }
         self.filter_ip = Some(own_ip);
         Ok(())
+    }
+
+    fn kernel_speaks_igmp(&self) -> bool {
+        true
+    }
+
+    fn shared_fds(&self) -> Vec<RawFd> {
+        vec![
+            self.fd.as_raw_fd(),
+            self.kernel_drop.link.fd(),
+            self.kernel_drop.map.fd(),
+        ]
     }
 
     fn keep_fds(&self) -> Vec<RawFd> {

@@ -100,6 +100,11 @@ impl NicSpec {
                         .and_then(|n| Self::with_faults(Box::new(n))),
                 )
             }
+            NicSpec::Packet(name) => Some(
+                PacketNic::join(name, fds)
+                    .map_err(SpecError::from)
+                    .and_then(|n| Self::with_faults(Box::new(n))),
+            ),
             _ => None,
         }
     }

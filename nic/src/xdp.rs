@@ -697,6 +697,10 @@ impl Nic for XdpNic {
         Ok(())
     }
 
+    fn kernel_speaks_igmp(&self) -> bool {
+        true
+    }
+
     fn shared_fds(&self) -> Vec<RawFd> {
         let mut v = vec![
             self.steering.link.fd(),
