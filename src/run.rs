@@ -32,6 +32,10 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
     ),
     ("RBYPASS_GATEWAY", "default gateway of a device NIC stack"),
     (
+        "RBYPASS_KEEP_STACK",
+        "1: a named stack stays after its last process exits (for stackdump; `stackdump gc` removes it)",
+    ),
+    (
         "RBYPASS_SPIN_USEC",
         "microseconds a blocking call spins before sleeping (-1: forever)",
     ),

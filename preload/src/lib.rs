@@ -24,6 +24,7 @@ mod exit;
 mod fork;
 mod inet_addr;
 pub mod log;
+mod mcast;
 mod msg;
 mod multiplex;
 mod progress;
@@ -286,7 +287,8 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
             if let Some(e) = st.entry(fd) {
                 match inet_addr::parse(addr, len) {
                     Some(a)
-                        if st.local_ip(&st.stack.lock(), *a.ip())
+                        if (st.local_ip(&st.stack.lock(), *a.ip())
+                            || (!e.tcp && a.ip().is_multicast()))
                             && !(e.v6 && inet_addr::v6_only(fd)) =>
                     {
                         return bind_both(st, fd, e, a, false)
@@ -611,7 +613,12 @@ fn udp_send(
         },
     };
     let in_stack = if st.on_device() {
-        st.reaches(&c, *dest.ip())
+        st.reaches(&c, *dest.ip()) || dest.ip().is_multicast()
+    } else if dest.ip().is_multicast() {
+        // The loopback stack's multicast reaches the stack's own members.
+        let mut joined = false;
+        c.for_each_group(|g| joined |= g == *dest.ip());
+        joined
     } else {
         dest.ip().is_loopback() && c.udp_port_bound(dest)
     };
@@ -992,6 +999,22 @@ pub unsafe extern "C" fn setsockopt(
             };
             let mut c = st.stack.lock();
             let now = now_ns();
+            if !e.tcp {
+                match mcast::set_udp_option(&mut c, e.id, level, name, val, len, st.on_device()) {
+                    mcast::Outcome::NotMine => {}
+                    mcast::Outcome::AlsoKernel(Err(err)) | mcast::Outcome::StackOnly(Err(err)) => {
+                        return fail(errno_of(err));
+                    }
+                    mcast::Outcome::StackOnly(Ok(())) => return 0,
+                    mcast::Outcome::AlsoKernel(Ok(())) => {
+                        // A device filter follows the stack's new groups now.
+                        st.flush(&mut c, now);
+                        drop(c);
+                        // SAFETY: passing through (getsockopt reads it back).
+                        return unsafe { real::setsockopt(fd, level, name, val, len) };
+                    }
+                }
+            }
             let r = match (level, name, e.tcp) {
                 (libc::IPPROTO_TCP, libc::TCP_NODELAY, true) => {
                     int().map(|v| c.tcp_set_nodelay(e.id, v != 0, now))

@@ -195,22 +195,27 @@ fn existing_arena(handoff: Option<&crate::exec::Handoff>) -> Option<std::path::P
     }
 }
 
+/// A stack joined with its device.
+type Joined = (Stack, Box<dyn Nic>);
+
 /// How long a process joining a stack waits for the stack's first process
 /// to publish its device (it may still be opening it).
 const JOIN_WAIT_NS: u64 = 3_000_000_000;
 
 /// Joins the device of the existing stack at `path` (RBYPASS_NIC names the
-/// same device as the stack's): takes a live member's fds to it. Ok(None):
+/// same device as the stack's): takes a live member's fds to it, so every
+/// process of the stack drives one set of rings (AF_XDP sockets, or the
+/// AF_PACKET socket, whose every frame must reach the stack once). Ok(None):
 /// nothing to join (no such stack, another device, nobody to take the fds
 /// from), so the device is opened as usual.
-fn join_device(path: &std::path::Path) -> Result<Option<(Stack, Box<dyn Nic>)>, String> {
+fn join_device(path: &std::path::Path) -> Result<Option<Joined>, String> {
     let Ok(text) = std::env::var("RBYPASS_NIC") else {
         return Ok(None);
     };
     let Ok(spec) = text.parse::<NicSpec>() else {
         return Ok(None);
     };
-    if !matches!(spec, NicSpec::Xdp(_)) {
+    if !matches!(spec, NicSpec::Xdp(_) | NicSpec::Packet(_)) {
         return Ok(None);
     }
     let me = std::process::id();
@@ -378,6 +383,7 @@ fn build() -> Option<State> {
                 let r = n.attach(&mut c);
                 if r.is_ok() {
                     c.set_nic_desc(&n.describe());
+                    c.set_igmp_enabled(!n.kernel_speaks_igmp());
                 }
                 r
             };

@@ -597,6 +597,7 @@ impl<'a> Core<'a> {
             self.on_timer(f, now);
             did = true;
         }
+        self.mcast_poll(now);
         self.publish_usage();
         if did {
             self.wake_sleepers();
@@ -609,7 +610,10 @@ impl<'a> Core<'a> {
         if self.st.loop_head != self.st.loop_tail {
             return Some(self.st.last_now_ns);
         }
-        self.timers.next_expiry()
+        match (self.timers.next_expiry(), self.mcast_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn on_timer(&mut self, f: crate::timer::Fired, now: u64) {
