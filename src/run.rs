@@ -32,6 +32,10 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
     ),
     ("RBYPASS_GATEWAY", "default gateway of a device NIC stack"),
     (
+        "RBYPASS_SHARE_WITH",
+        "users or groups a new named stack is shared with: uid:N,gid:N (N: a uid); others are refused",
+    ),
+    (
         "RBYPASS_KEEP_STACK",
         "1: a named stack stays after its last process exits (for stackdump; `stackdump gc` removes it)",
     ),
@@ -179,6 +183,21 @@ pub fn run(a: Args) -> Result<(), String> {
     }
     if let Some(n) = &a.name {
         rbypass_stack::arena::validate_name(n).map_err(|e| e.to_string())?;
+        // Another user's stack that is not shared with us: say so here, in
+        // one line, rather than in the app's log.
+        let path = rbypass_stack::arena::path_for_name(n);
+        if let Err(e @ rbypass_stack::ArenaError::NotShared { .. }) =
+            rbypass_stack::arena::Arena::open_readonly(&path)
+        {
+            let no_fail = std::env::var("RBYPASS_NO_FAIL").map_or(true, |v| v.trim() != "0");
+            if !no_fail {
+                return Err(format!("--name {n}: {e}"));
+            }
+            eprintln!(
+                "rbypass: warning: --name {n}: {e}; running without acceleration (RBYPASS_NO_FAIL=0 makes this an error)"
+            );
+            accelerate = false;
+        }
     }
     let mut env: Vec<(String, String)> = Vec::new();
     for (k, v) in profile_vars(&a.profile)? {

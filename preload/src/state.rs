@@ -195,6 +195,27 @@ fn existing_arena(handoff: Option<&crate::exec::Handoff>) -> Option<std::path::P
     }
 }
 
+/// RBYPASS_SHARE_WITH: the stack's owner opens it to other users or
+/// groups (an ACL on the arena file); nobody else can attach.
+fn share_stack(stack: &Stack) {
+    let Ok(text) = std::env::var("RBYPASS_SHARE_WITH") else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let path = stack.arena().path();
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    if std::fs::metadata(path).map_or(true, |m| m.uid() != me) {
+        return;
+    }
+    match rbypass_stack::access::parse(&text)
+        .and_then(|who| rbypass_stack::access::share(path, &who))
+    {
+        Ok(()) => crate::rlog!(Info, "stack {} shared with {text}", path.display()),
+        Err(e) => crate::rlog!(Warn, "{e}; the stack stays private to its owner"),
+    }
+}
+
 /// A stack joined with its device.
 type Joined = (Stack, Box<dyn Nic>);
 
@@ -333,6 +354,7 @@ fn build() -> Option<State> {
             return None;
         }
     };
+    share_stack(&stack);
     join_process_table(&stack);
     let stack = match std::env::var("RBYPASS_NAME") {
         Ok(name) if !name.is_empty() && !was_joined && !stack.arena().is_linked() => {

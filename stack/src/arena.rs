@@ -391,6 +391,8 @@ pub enum ArenaError {
         size: u64,
         expected: u64,
     },
+    #[error("{path}: the stack belongs to uid {owner} and is not shared with you (uid {me}); its owner can share it with RBYPASS_SHARE_WITH={me}")]
+    NotShared { path: PathBuf, owner: u32, me: u32 },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -554,6 +556,13 @@ impl Arena {
             .map_err(|e| {
                 if e.kind() == io::ErrorKind::NotFound {
                     ArenaError::NotFound(path.display().to_string())
+                } else if e.kind() == io::ErrorKind::PermissionDenied {
+                    ArenaError::NotShared {
+                        path: path.to_path_buf(),
+                        owner: fs::metadata(path).map_or(u32::MAX, |m| m.uid()),
+                        // SAFETY: getuid has no preconditions.
+                        me: unsafe { libc::getuid() },
+                    }
                 } else {
                     ArenaError::Io {
                         path: path.to_path_buf(),

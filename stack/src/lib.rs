@@ -13,6 +13,7 @@
 //! - [`socket`]: the socket table and UDP sockets.
 //! - [`stack`]: a process's handle ([`Stack`]) and the locked state ([`Core`]).
 
+pub mod access;
 pub mod arena;
 pub mod clock;
 pub mod counters;
