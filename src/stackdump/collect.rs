@@ -69,8 +69,11 @@ pub fn name_from_path(path: &Path) -> String {
 pub fn open(path: &Path) -> Target {
     let name = name_from_path(path);
     let arena = Arena::open_readonly(path).map_err(|e| {
-        let denied = matches!(&e, ArenaError::Io { source, .. }
-            if source.kind() == io::ErrorKind::PermissionDenied);
+        let denied = match &e {
+            ArenaError::NotShared { .. } => true,
+            ArenaError::Io { source, .. } => source.kind() == io::ErrorKind::PermissionDenied,
+            _ => false,
+        };
         Unreadable {
             name: name.clone(),
             path: path.display().to_string(),
