@@ -1061,9 +1061,19 @@ fn close_with_unread_data_or_linger0_resets() {
     });
     h.one();
     let now = h.now;
+    let free_before = h.stack.lock().free_buffers();
     h.stack.lock().tcp_close(s, now).unwrap();
     let r = h.one();
     assert_eq!(r.flags & F::RST, F::RST);
+    let c = h.stack.lock();
+    assert!(
+        c.tcp_info(s).is_err(),
+        "the reset connection is freed, not kept CLOSED with its unread data"
+    );
+    assert!(
+        c.free_buffers() > free_before,
+        "its unread data went back to the pool"
+    );
 }
 
 #[test]

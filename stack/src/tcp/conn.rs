@@ -699,6 +699,9 @@ impl Core<'_> {
                 self.tcp_free(i);
             }
             _ if t.rcvq.count > 0 || t.has(tflag::LINGER0) => {
+                // The application is gone: the reset connection is freed,
+                // not kept CLOSED (holding its unread data) for a reader.
+                self.tcbs[i as usize].flags |= tflag::ORPHAN;
                 self.tcp_abort(i, now, 0);
             }
             TcpState::SynReceived | TcpState::Established | TcpState::CloseWait => {
