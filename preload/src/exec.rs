@@ -112,7 +112,7 @@ fn prepare() -> bool {
             if cloexec(fd) {
                 return;
             }
-            let _ = c.fd_ref(e.id);
+            let _ = c.fd_ref(e.id, crate::state::process_slot());
         } else if cloexec(fd) {
             // The fd closes with the exec: drop its reference now (closing
             // the socket if it was the last), as the kernel will.

@@ -16,7 +16,7 @@ extern "C" fn prepare() {
         // by the handlers below), so no fd changes meanwhile.
         let mut c = st.stack.lock();
         st.for_each(|_, e| {
-            let _ = c.fd_ref(e.id);
+            let _ = c.fd_ref(e.id, crate::state::process_slot());
         });
         std::mem::forget(c);
     }
@@ -33,8 +33,15 @@ extern "C" fn release() {
 extern "C" fn child() {
     crate::exit::set_owner();
     if let Some(st) = crate::state::existing() {
+        let parent = crate::state::process_slot();
         crate::state::join_process_table(&st.stack);
         st.publish_nic_fds();
+        // The parent counted our inherited fds under its entry before fork:
+        // they are ours, so a kill of either process releases only its own.
+        if let (Some(from), Some(to)) = (parent, crate::state::process_slot()) {
+            let mut c = st.stack.lock();
+            st.for_each(|_, e| c.fd_ref_move(e.id, from, to));
+        }
     }
     crate::progress::start();
 }

@@ -154,7 +154,12 @@ pub fn start() {
         });
 }
 
+/// How often the progress thread looks for members of the stack that died
+/// without closing their sockets (each look reads /proc once per member).
+const REAP_EVERY_NS: u64 = 200_000_000;
+
 fn progress_loop() -> ! {
+    let mut next_reap = 0;
     loop {
         let Some(st) = crate::state::existing() else {
             std::thread::sleep(std::time::Duration::from_millis(1));
@@ -169,6 +174,15 @@ fn progress_loop() -> ! {
         if !app_active {
             if let Some(mut c) = st.stack.try_lock_or_post(WORK_POLL) {
                 st.pump_background(&mut c, now_ns());
+            }
+        }
+        let now = now_ns();
+        if now >= next_reap {
+            // Also while app threads spin: they take the lock often, but
+            // never look for dead members.
+            if let Some(mut c) = st.stack.try_lock_or_post(0) {
+                next_reap = now + REAP_EVERY_NS;
+                c.reap_dead_processes(now);
             }
         }
         let sleepers = KERNEL_SLEEPERS.load(Ordering::Acquire);

@@ -74,7 +74,7 @@ fn spawn_with_handoff(
     {
         let mut c = st.stack.lock();
         for (_, e, _) in &handed {
-            let _ = c.fd_ref(e.id);
+            let _ = c.fd_ref(e.id, crate::state::process_slot());
         }
     }
     let r = pass();
@@ -99,7 +99,7 @@ fn spawn_with_handoff(
         let mut c = st.stack.lock();
         let now = rbypass_stack::clock::now_ns();
         for (_, e, _) in &handed {
-            if let Ok(0) = c.fd_unref(e.id) {
+            if let Ok(0) = c.fd_unref(e.id, crate::state::process_slot()) {
                 // The parent closed its copy meanwhile: the last reference.
                 let _ = if e.tcp {
                     c.tcp_close(e.id, now)

@@ -641,7 +641,7 @@ impl State {
         let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.table.get(i)) else {
             return false;
         };
-        if c.fd_ref(e.id).is_err() {
+        if c.fd_ref(e.id, crate::state::process_slot()).is_err() {
             return false;
         }
         slot.store(e.pack(), Ordering::Release);
@@ -669,7 +669,9 @@ impl State {
     pub fn take(&self, c: &mut Core<'_>, fd: libc::c_int) -> Option<(Entry, bool)> {
         let slot = usize::try_from(fd).ok().and_then(|i| self.table.get(i))?;
         let e = Entry::unpack(slot.swap(0, Ordering::AcqRel))?;
-        let last = c.fd_unref(e.id).map_or(true, |n| n == 0);
+        let last = c
+            .fd_unref(e.id, crate::state::process_slot())
+            .map_or(true, |n| n == 0);
         Some((e, last))
     }
 }

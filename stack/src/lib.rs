@@ -21,6 +21,7 @@ pub mod iface;
 pub mod lock;
 pub mod observe;
 pub mod pool;
+pub mod repair;
 pub mod procs;
 pub mod socket;
 pub mod stack;

@@ -248,19 +248,15 @@ impl ProcTable {
         {
             return Ok(i);
         }
-        for pass in 0..2 {
-            for (i, e) in self.entries.iter().enumerate() {
-                if e.pid
-                    .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    // Mark the rest as being written until register_self fills it.
-                    e.start_time.store(start, Ordering::Relaxed);
-                    return Ok(i);
-                }
-            }
-            if pass == 0 && self.reap_dead(|_| {}) == 0 {
-                break;
+        // Dead members' entries are not taken here: their sockets' references
+        // are released first, under the stack lock (Core::reap_dead_processes).
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.pid
+                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                e.start_time.store(start, Ordering::Relaxed);
+                return Ok(i);
             }
         }
         Err(ProcError::Full)
@@ -310,10 +306,12 @@ impl ProcTable {
     }
 
     /// Clears the entries of processes that are gone, calling `on_dead`
-    /// with each one's pid first; returns how many were cleared.
-    pub fn reap_dead(&self, mut on_dead: impl FnMut(u32)) -> usize {
+    /// with each one's (entry index, pid) once it is cleared; returns how
+    /// many were cleared. Call it with the stack lock held when `on_dead`
+    /// releases what the process held.
+    pub fn reap_dead(&self, mut on_dead: impl FnMut(usize, u32)) -> usize {
         let mut n = 0;
-        for e in &self.entries {
+        for (i, e) in self.entries.iter().enumerate() {
             let pid = e.pid.load(Ordering::Acquire);
             if pid == 0 || is_alive(pid, e.start_time.load(Ordering::Relaxed)) {
                 continue;
@@ -322,7 +320,7 @@ impl ProcTable {
                 .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                on_dead(pid);
+                on_dead(i, pid);
                 self.reaped.fetch_add(1, Ordering::Relaxed);
                 n += 1;
             }
@@ -432,19 +430,21 @@ mod tests {
         // A dead member: a pid that cannot exist.
         t.entries[5].pid.store(u32::MAX - 1, Ordering::Release);
         let mut dead = vec![];
-        assert_eq!(t.reap_dead(|p| dead.push(p)), 1);
-        assert_eq!(dead, vec![u32::MAX - 1]);
+        assert_eq!(t.reap_dead(|i, p| dead.push((i, p))), 1);
+        assert_eq!(dead, vec![(5, u32::MAX - 1)]);
         t.unregister(a);
         assert!(t.snapshot().is_empty());
     }
 
     #[test]
-    fn a_full_table_reuses_dead_entries_and_refuses_when_all_live() {
+    fn a_full_table_takes_entries_once_the_dead_are_reaped() {
         let t = Box::new(ProcTable::new());
         for e in &t.entries {
             e.pid.store(u32::MAX - 1, Ordering::Release);
         }
-        assert!(t.register_self().is_ok(), "dead entries are reclaimed");
+        assert_eq!(t.register_self(), Err(ProcError::Full));
+        assert_eq!(t.reap_dead(|_, _| {}), MAX_PROCS);
+        assert!(t.register_self().is_ok(), "reaped entries are reused");
         let me = std::process::id();
         let mine = t
             .entries

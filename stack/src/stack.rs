@@ -149,10 +149,26 @@ impl Stack {
     pub fn lock(&self) -> StackGuard<'_> {
         let how = self.arena.header().lock.lock();
         // SAFETY: the lock is held until the guard drops; the arena outlives it.
-        let core = unsafe { Core::from_arena(&self.arena, &self.lay, &self.cfg) };
+        let mut core = unsafe { Core::from_arena(&self.arena, &self.lay, &self.cfg) };
         if how == crate::lock::Acquired::FromDeadOwner {
             // A process died inside the stack: its critical section may be
             // half done. Say so, and check the tables it could have left.
+            core.reap_dead_processes(crate::clock::now_ns());
+            // AF_XDP rings hold pool buffers the stack cannot see (other
+            // devices copy frames in and out under the lock).
+            let on_device = self.snapshot().nic_desc().starts_with("xdp:");
+            let r = core.repair_pool(on_device);
+            if r != crate::repair::Repair::default() {
+                tracing::warn!(
+                    "stack {}: after a process died in it: {r:?}{}",
+                    self.arena.path().display(),
+                    if on_device {
+                        " (on a device: counted, not repaired)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             match core.check_consistency() {
                 Ok(()) => tracing::warn!(
                     "stack {}: took the lock over from a process that died holding it; the stack is consistent",
@@ -603,6 +619,51 @@ impl<'a> Core<'a> {
             self.wake_sleepers();
         }
         did
+    }
+
+    /// Releases what processes killed without a word held: each dead
+    /// member's entry is cleared, its file descriptors' references to
+    /// sockets are dropped, and a socket left with none is closed as the
+    /// kernel closes a dead process's sockets (TCP: FIN, or RST with unread
+    /// data; UDP: released). Returns the number of processes reaped.
+    pub fn reap_dead_processes(&mut self, now: u64) -> usize {
+        let mut dead_slots = [false; crate::procs::MAX_PROCS];
+        let n = self.hdr.procs.reap_dead(|slot, pid| {
+            tracing::warn!("process {pid} left the stack without closing its sockets (killed?); releasing them");
+            dead_slots[slot] = true;
+        });
+        if n == 0 {
+            return 0;
+        }
+        let mut closed = 0;
+        for i in 0..self.sockets.len() {
+            let slot = &mut self.sockets[i];
+            if slot.kind == crate::socket::kind::FREE {
+                continue;
+            }
+            let mut dropped = 0u32;
+            for (p, dead) in dead_slots.iter().enumerate() {
+                if *dead {
+                    dropped += u32::from(std::mem::take(&mut slot.proc_refs[p]));
+                }
+            }
+            if dropped == 0 {
+                continue;
+            }
+            slot.fd_refs = slot.fd_refs.saturating_sub(dropped);
+            if slot.fd_refs > 0 {
+                continue;
+            }
+            let id = crate::SocketId::new(i as u32, slot.incarnation);
+            let _ = if slot.kind == crate::socket::kind::TCP {
+                self.tcp_close(id, now)
+            } else {
+                self.udp_close(id)
+            };
+            closed += 1;
+        }
+        tracing::info!("closed {closed} sockets of {n} dead processes");
+        n
     }
 
     /// When the stack next needs [`Core::poll`] even if no frame arrives.

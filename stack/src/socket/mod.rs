@@ -213,6 +213,10 @@ pub struct SocketSlot {
     pub counters: SocketCounters,
     /// Multicast memberships and options (UDP).
     pub mcast: SockMcast,
+    /// The part of `fd_refs` each process holds, by its process-table
+    /// entry: a process killed without closing its fds gives them back
+    /// (see `Core::reap_dead_processes`).
+    pub proc_refs: [u16; crate::procs::MAX_PROCS],
 }
 
 /// A consistent copy of a socket's identity, for observers.
@@ -447,6 +451,7 @@ impl crate::stack::Core<'_> {
         slot.sndbuf = snd;
         slot.so_error = 0;
         slot.fd_refs = 0;
+        slot.proc_refs = [0; crate::procs::MAX_PROCS];
         slot.rxq = PktQueue::EMPTY;
         slot.counters.reset();
         slot.mcast.reset();
@@ -458,18 +463,36 @@ impl crate::stack::Core<'_> {
     }
 
     /// Counts one more file descriptor on socket `s` (open, dup, fork).
-    pub fn fd_ref(&mut self, s: SocketId) -> Result<u32, SockError> {
+    pub fn fd_ref(&mut self, s: SocketId, by: Option<usize>) -> Result<u32, SockError> {
         let slot = self.live_slot(s)?;
         slot.fd_refs = slot.fd_refs.saturating_add(1);
+        if let Some(r) = by.and_then(|p| slot.proc_refs.get_mut(p)) {
+            *r = r.saturating_add(1);
+        }
         Ok(slot.fd_refs)
     }
 
-    /// Counts one file descriptor fewer; returns how many remain (0: the
-    /// caller closes the socket).
-    pub fn fd_unref(&mut self, s: SocketId) -> Result<u32, SockError> {
+    /// Counts one file descriptor fewer (held by process-table entry `by`);
+    /// returns how many remain (0: the caller closes the socket).
+    pub fn fd_unref(&mut self, s: SocketId, by: Option<usize>) -> Result<u32, SockError> {
         let slot = self.live_slot(s)?;
         slot.fd_refs = slot.fd_refs.saturating_sub(1);
+        if let Some(r) = by.and_then(|p| slot.proc_refs.get_mut(p)) {
+            *r = r.saturating_sub(1);
+        }
         Ok(slot.fd_refs)
+    }
+
+    /// Moves one reference of `s` from process entry `from` to `to` (a fork
+    /// child's inherited fd, counted by its parent before fork).
+    pub fn fd_ref_move(&mut self, s: SocketId, from: usize, to: usize) {
+        if let Ok(slot) = self.live_slot(s) {
+            let max = slot.proc_refs.len();
+            if from < max && to < max && slot.proc_refs[from] > 0 {
+                slot.proc_refs[from] -= 1;
+                slot.proc_refs[to] = slot.proc_refs[to].saturating_add(1);
+            }
+        }
     }
 
     /// A number that changes whenever something arrives for socket `s`
