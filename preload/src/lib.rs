@@ -127,22 +127,42 @@ fn timeo_ns(fd: c_int, e: Entry, name: c_int) -> u64 {
     tv.tv_sec.max(0) as u64 * 1_000_000_000 + tv.tv_usec.max(0) as u64 * 1000
 }
 
+/// How recently the stack must have been polled for a call that can
+/// complete at once to skip polling it.
+const RECENT_POLL_NS: u64 = 20_000;
+
 /// Runs `f` until it stops saying WouldBlock: spinning, then sleeping on the
-/// stack's wake futex. Non-blocking callers get EAGAIN at once; `timeout_ns`
-/// 0 means no timeout.
+/// stack's wake futex. Non-blocking callers get EAGAIN at once. `timeout`
+/// gives the call's timeout (0: none); it is read only if the call has to
+/// wait (reading SO_RCVTIMEO costs a system call).
 fn block<T>(
     st: &State,
     nonblock: bool,
-    timeout_ns: u64,
+    timeout: impl FnOnce() -> u64,
     mut f: impl FnMut(&mut Core<'_>, u64) -> Result<T, SockError>,
 ) -> Result<T, SockError> {
     let start = now_ns();
     let mut last_yield = start;
+    let mut timeout = Some(timeout);
+    let mut timeout_ns = 0;
     loop {
         let seen = st.stack.wake_seq();
         {
             let mut c = st.stack.lock();
             let now = now_ns();
+            // The stack moved on a moment ago (another call, another
+            // process): if the call can complete now, it does so without
+            // polling the stack again (a subscriber draining its queue).
+            if now.saturating_sub(c.now()) < RECENT_POLL_NS {
+                crate::progress::app_polled(now);
+                match f(&mut c, now) {
+                    Err(SockError::WouldBlock) => {}
+                    r => {
+                        st.flush(&mut c, now);
+                        return r;
+                    }
+                }
+            }
             st.pump(&mut c, now);
             match f(&mut c, now) {
                 Err(SockError::WouldBlock) if !nonblock => {}
@@ -155,6 +175,9 @@ fn block<T>(
         }
         if signals::pending() && signals::run_pending() {
             return Err(SockError::Interrupted);
+        }
+        if let Some(t) = timeout.take() {
+            timeout_ns = t();
         }
         let now = now_ns();
         if timeout_ns > 0 && now - start >= timeout_ns {
@@ -375,7 +398,7 @@ pub unsafe extern "C" fn accept4(
             // SAFETY: passing through.
             return unsafe { real::accept4(fd, addr, len, flags) };
         };
-        let timeout = timeo_ns(fd, e, libc::SO_RCVTIMEO);
+        let timeout = || timeo_ns(fd, e, libc::SO_RCVTIMEO);
         let r = block(st, e.nonblock, timeout, |c, _now| {
             match c.tcp_accept(e.id) {
                 Ok(x) => Ok(Some(x)),
@@ -535,7 +558,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             st.update(fd, e);
             return fail(libc::EINPROGRESS);
         }
-        let timeout = timeo_ns(fd, e, libc::SO_SNDTIMEO);
+        let timeout = || timeo_ns(fd, e, libc::SO_SNDTIMEO);
         let r = block(st, false, timeout, |c, _| match c.tcp_state(e.id) {
             Ok(TcpState::SynSent) | Ok(TcpState::SynReceived) => Err(SockError::WouldBlock),
             Ok(TcpState::Closed) => Err(c
@@ -561,7 +584,7 @@ fn raise_sigpipe(flags: c_int) {
 }
 
 fn tcp_send(st: &State, fd: c_int, e: Entry, data: &[u8], flags: c_int) -> ssize_t {
-    let timeout = timeo_ns(fd, e, libc::SO_SNDTIMEO);
+    let timeout = || timeo_ns(fd, e, libc::SO_SNDTIMEO);
     let nonblock = e.nonblock || flags & libc::MSG_DONTWAIT != 0;
     let mut sent = 0;
     loop {
@@ -735,7 +758,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
 }
 
 fn tcp_recv(st: &State, fd: c_int, e: Entry, out: &mut [u8], flags: c_int) -> ssize_t {
-    let timeout = timeo_ns(fd, e, libc::SO_RCVTIMEO);
+    let timeout = || timeo_ns(fd, e, libc::SO_RCVTIMEO);
     let nonblock = e.nonblock || flags & libc::MSG_DONTWAIT != 0;
     let peek = flags & libc::MSG_PEEK != 0;
     let waitall = flags & libc::MSG_WAITALL != 0 && !peek;
@@ -775,7 +798,7 @@ fn udp_recv(
 ) -> ssize_t {
     let nonblock = e.nonblock || flags & libc::MSG_DONTWAIT != 0;
     let peek = flags & libc::MSG_PEEK != 0;
-    let timeout = timeo_ns(fd, e, libc::SO_RCVTIMEO);
+    let timeout = || timeo_ns(fd, e, libc::SO_RCVTIMEO);
     let r = block(st, nonblock, timeout, |c, _| {
         match c.udp_recv_from(e.id, out, peek) {
             Ok(m) => Ok(Some(m)),
@@ -1022,13 +1045,14 @@ pub unsafe extern "C" fn setsockopt(
                 (libc::IPPROTO_TCP, libc::TCP_CORK, true) => {
                     int().map(|v| c.tcp_set_cork(e.id, v != 0, now))
                 }
-                (libc::SOL_SOCKET, libc::SO_RCVBUF, true) => {
+                // The FORCE forms (root may exceed rmem_max) set the same limit.
+                (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_RCVBUFFORCE, true) => {
                     int().map(|v| c.tcp_set_buffers(e.id, Some(v.max(0) as u32 * 2), None))
                 }
-                (libc::SOL_SOCKET, libc::SO_SNDBUF, true) => {
+                (libc::SOL_SOCKET, libc::SO_SNDBUF | libc::SO_SNDBUFFORCE, true) => {
                     int().map(|v| c.tcp_set_buffers(e.id, None, Some(v.max(0) as u32 * 2)))
                 }
-                (libc::SOL_SOCKET, libc::SO_RCVBUF, false) => {
+                (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_RCVBUFFORCE, false) => {
                     int().map(|v| c.udp_set_rcvbuf(e.id, v.max(0) as u32 * 2))
                 }
                 (libc::SOL_SOCKET, libc::SO_BROADCAST, false) => {
