@@ -104,7 +104,7 @@ impl Stack {
     /// returns the NIC column.
     fn assert_on_xdp(&self, alive: bool) -> String {
         let text = self.stackdump(&[]);
-        // STACK CREATOR ALIVE SOCKETS BUFS LOCK IP/LEN MAC NIC...
+        // STACK CREATOR ALIVE SOCKETS BUFS LOCK IP/LEN MAC NIC... PROCS
         let row: Vec<&str> = text
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
@@ -119,7 +119,8 @@ impl Stack {
         if alive {
             assert_eq!(row[2], "yes", "stack {} is not alive:\n{text}", self.name);
         }
-        row[8..].join(" ")
+        // The last column is PROCS (live/total).
+        row[8..row.len() - 1].join(" ")
     }
 
     /// Waits until the stack has a socket bound to `ip:port` (`tcp`:

@@ -93,13 +93,28 @@ enum What {
 }
 
 fn emit<R: Render>(json: bool, r: &R) -> Result<(), String> {
-    if json {
-        let s = serde_json::to_string_pretty(r).map_err(|e| e.to_string())?;
-        println!("{s}");
+    let text = if json {
+        let mut s = serde_json::to_string_pretty(r).map_err(|e| e.to_string())?;
+        s.push('\n');
+        s
     } else {
-        print!("{}", r.table());
-    }
+        r.table()
+    };
+    out(&text);
     Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends the output
+/// quietly rather than with a panic.
+pub(crate) fn out(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if o.write_all(text.as_bytes())
+        .and_then(|()| o.flush())
+        .is_err()
+    {
+        std::process::exit(0);
+    }
 }
 
 /// Runs the subcommand.
@@ -145,5 +160,5 @@ pub fn run_netstat_for(a: &Arena) {
         busy: s.busy.iter().map(|b| format!("{name}: {b}")).collect(),
         unreadable: vec![],
     };
-    print!("{}", r.table());
+    out(&r.table());
 }

@@ -86,7 +86,7 @@ pub fn watch(
     let (arenas, unreadable) = collect::split(collect::targets(only)?);
     if !json {
         for u in &unreadable {
-            println!("{}", u.message());
+            super::out(&format!("{}\n", u.message()));
         }
     }
     let mut prev: Vec<(Instant, Vec<(&'static str, u64)>)> = arenas
@@ -130,10 +130,10 @@ pub fn watch(
                 samples: batch,
                 unreadable: unreadable.clone(),
             };
-            println!(
-                "{}",
+            super::out(&format!(
+                "{}\n",
                 serde_json::to_string(&doc).map_err(|e| e.to_string())?
-            );
+            ));
         } else if json {
             all.extend(batch);
         } else {
@@ -144,9 +144,7 @@ pub fn watch(
             if batch.is_empty() {
                 s += "no stacks\n";
             }
-            print!("{s}");
-            use std::io::Write as _;
-            let _ = std::io::stdout().flush();
+            super::out(&s);
         }
     }
     if json && count.is_some() {
@@ -155,10 +153,10 @@ pub fn watch(
             samples: all,
             unreadable,
         };
-        println!(
-            "{}",
+        super::out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
-        );
+        ));
     }
     Ok(())
 }
