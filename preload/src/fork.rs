@@ -35,6 +35,7 @@ extern "C" fn child() {
     if let Some(st) = crate::state::existing() {
         let parent = crate::state::process_slot();
         crate::state::join_process_table(&st.stack);
+        crate::state::recount_fork_thread(st);
         st.publish_nic_fds();
         // The parent counted our inherited fds under its entry before fork:
         // they are ours, so a kill of either process releases only its own.

@@ -159,6 +159,7 @@ pub fn start() {
 const REAP_EVERY_NS: u64 = 200_000_000;
 
 fn progress_loop() -> ! {
+    crate::state::not_an_app_thread();
     let mut next_reap = 0;
     loop {
         let Some(st) = crate::state::existing() else {

@@ -355,6 +355,7 @@ fn build() -> Option<State> {
         }
     };
     share_stack(&stack);
+    create_thread_key();
     join_process_table(&stack);
     let stack = match std::env::var("RBYPASS_NAME") {
         Ok(name) if !name.is_empty() && !was_joined && !stack.arena().is_linked() => {
@@ -482,12 +483,71 @@ pub fn process_slot() -> Option<usize> {
     (s != usize::MAX).then_some(s)
 }
 
+thread_local! {
+    /// This thread has used the stack (and is counted in the process table).
+    /// No destructor here: a Rust TLS destructor registers itself with an
+    /// allocation, which fork and exit paths must not do; a pthread key's
+    /// destructor (below) uncounts the thread instead.
+    static USES_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The pthread key whose destructor uncounts an exiting thread (u32::MAX:
+/// not created).
+static THREAD_KEY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+extern "C" fn thread_gone(_: *mut libc::c_void) {
+    if let (Some(st), Some(slot)) = (existing(), process_slot()) {
+        st.stack.header().procs.add_threads(slot, -1);
+    }
+}
+
+/// Creates the key (once, when the state is built).
+fn create_thread_key() {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: a valid out pointer and a C-ABI destructor.
+    if unsafe { libc::pthread_key_create(&mut key, Some(thread_gone)) } == 0 {
+        THREAD_KEY.store(key, Ordering::Release);
+    }
+}
+
+/// Counts the calling thread in the process table the first time it uses
+/// the stack.
+fn mark_thread(st: &State) {
+    if USES_STACK.get() {
+        return;
+    }
+    USES_STACK.set(true);
+    let key = THREAD_KEY.load(Ordering::Acquire);
+    if let (Some(slot), true) = (process_slot(), key != u32::MAX) {
+        st.stack.header().procs.add_threads(slot, 1);
+        // SAFETY: a key we created; any non-null value arms the destructor
+        // (glibc keeps the first 32 keys' values without allocating).
+        unsafe {
+            libc::pthread_setspecific(key, std::ptr::NonNull::<u8>::dangling().as_ptr().cast())
+        };
+    }
+}
+
+/// The library's own threads (progress) are not the app's: never counted.
+pub fn not_an_app_thread() {
+    USES_STACK.set(true);
+}
+
+/// In a fork child: the one thread it has counts if it used the stack.
+pub fn recount_fork_thread(st: &State) {
+    if let (true, Some(slot)) = (USES_STACK.get(), process_slot()) {
+        st.stack.header().procs.add_threads(slot, 1);
+    }
+}
+
 /// The state, initialising it on first use; None if acceleration is off.
 pub fn get() -> Option<&'static State> {
     let p = STATE.load(Ordering::Acquire);
     if !p.is_null() {
         // SAFETY: set once to a leaked Box below, never freed.
-        return Some(unsafe { &*p });
+        let st = unsafe { &*p };
+        mark_thread(st);
+        return Some(st);
     }
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() };
@@ -513,14 +573,22 @@ pub fn get() -> Option<&'static State> {
     });
     let p = STATE.load(Ordering::Acquire);
     // SAFETY: as above.
-    (!p.is_null()).then(|| unsafe { &*p })
+    let st = (!p.is_null()).then(|| unsafe { &*p });
+    if let Some(st) = st {
+        mark_thread(st);
+    }
+    st
 }
 
 /// The state if it already exists (never initialises: for fd-only paths).
 pub fn existing() -> Option<&'static State> {
     let p = STATE.load(Ordering::Acquire);
     // SAFETY: as in `get`.
-    (!p.is_null()).then(|| unsafe { &*p })
+    let st = (!p.is_null()).then(|| unsafe { &*p });
+    if let Some(st) = st {
+        mark_thread(st);
+    }
+    st
 }
 
 impl State {
