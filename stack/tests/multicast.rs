@@ -805,3 +805,40 @@ fn igmpv2_querier_switches_to_v2_reports_and_leaves() {
     let out = igmp_sent(&drain_tx(&mut c));
     assert_eq!(v3_records(&out[0].1), [(4, G2, vec![])]);
 }
+
+#[test]
+fn the_loopback_stack_has_no_wire_so_sent_multicast_holds_no_buffer() {
+    let path = std::path::PathBuf::from(format!(
+        "/dev/shm/rbypass-test{}-loopmc",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let cfg = rbypass_stack::StackConfig {
+        max_bufs: 64,
+        max_sockets: 16,
+        ..rbypass_stack::StackConfig::default()
+    };
+    let mut st =
+        rbypass_stack::Stack::create_at(&path, "", &cfg, rbypass_stack::IfaceConfig::loopback())
+            .unwrap();
+    st.set_remove_on_drop(true);
+    let mut c = st.lock();
+    let lo = Ipv4Addr::LOCALHOST;
+    let rx = shared_socket(&mut c, sa(ANY, 7000));
+    c.udp_join_group(rx, G, lo).unwrap();
+    let tx = c.udp_open().unwrap();
+    c.udp_set_multicast_if(tx, lo).unwrap();
+    tick(&mut c, MS);
+    let free = c.free_buffers();
+    // Far more datagrams than the pool has buffers: each must come back.
+    for i in 0..500u32 {
+        c.udp_send_to(tx, &i.to_be_bytes(), sa(G, 7000)).unwrap();
+        tick(&mut c, MS + u64::from(i));
+        assert_eq!(payloads(&mut c, rx), vec![i.to_be_bytes().to_vec()]);
+    }
+    assert_eq!(c.free_buffers(), free, "no buffer left behind");
+    assert!(
+        !c.has_tx(),
+        "nothing waits for a wire the stack does not have"
+    );
+}

@@ -485,9 +485,14 @@ impl Core<'_> {
             );
             let _ = repr.emit_with(&mut frame[ethernet::HEADER_LEN..], opts.tos, opts.options);
         }
+        // A stack on 127.0.0.1 (the loop NIC) has no wire: what would go out
+        // comes back in. Multicast was already delivered to the stack's
+        // members when sent; broadcast goes round through the receive path.
+        let no_wire = iface.ip().is_loopback();
         match (hop, dst_mac) {
             (NextHop::Local, _) => self.loop_push(b),
-            (NextHop::Multicast(_), _) if opts.ttl == 0 => self.pool.put(b),
+            (NextHop::Multicast(_), _) if opts.ttl == 0 || no_wire => self.pool.put(b),
+            (NextHop::Broadcast, _) if no_wire => self.loop_push(b),
             (_, Some(_)) => self.queue_tx(b),
             (NextHop::Neighbour(n), None) => self.hold_for_arp(b, n),
             (NextHop::Broadcast | NextHop::Multicast(_), None) => self.pool.put(b),
