@@ -181,6 +181,18 @@ impl KernelDrop {
     }
 }
 
+/// The interface's control plane, its errors as the backend's.
+fn open_ctl(ifname: &str) -> Result<ControlPlane, PacketError> {
+    let name = ifname.to_string();
+    let step = "reading the interface";
+    ControlPlane::open(ifname).map_err(|e| match e {
+        NetlinkError::NoSuchLink(_) => PacketError::NoInterface(name),
+        NetlinkError::Io(e) if is_perm(&e) => PacketError::Privilege(name, step),
+        NetlinkError::Io(e) => PacketError::Io(name, step, e),
+        e => PacketError::Io(name, step, io::Error::other(e)),
+    })
+}
+
 /// The rings' layout: (block size, frames per block, blocks), the same in
 /// every process of the machine (it depends on the page size only).
 fn ring_geometry() -> (usize, usize, usize) {
@@ -293,11 +305,7 @@ impl PacketNic {
             });
         }
 
-        let ctl = ControlPlane::open(ifname).map_err(|e| match e {
-            NetlinkError::NoSuchLink(_) => PacketError::NoInterface(name.clone()),
-            NetlinkError::Io(e) => io_err("reading the interface", e),
-            e => io_err("reading the interface", io::Error::other(e)),
-        })?;
+        let ctl = open_ctl(ifname)?;
         let kernel_drop =
             KernelDrop::attach(ifindex).map_err(|e| PacketError::KernelDrop(name.clone(), e))?;
 
@@ -415,11 +423,7 @@ impl PacketNic {
         if ifindex == 0 {
             return Err(PacketError::NoInterface(name));
         }
-        let ctl = ControlPlane::open(ifname).map_err(|e| match e {
-            NetlinkError::NoSuchLink(_) => PacketError::NoInterface(name.clone()),
-            NetlinkError::Io(e) => PacketError::Io(name.clone(), "reading the interface", e),
-            e => PacketError::Io(name.clone(), "reading the interface", io::Error::other(e)),
-        })?;
+        let ctl = open_ctl(ifname)?;
         let mut fds = fds.into_iter();
         let mut next = || fds.next().expect("length checked");
         let fd = next();

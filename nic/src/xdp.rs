@@ -137,6 +137,16 @@ fn gro_off(ifname: &str) -> io::Result<bool> {
     Ok(true)
 }
 
+/// The interface's control plane, its errors as the backend's.
+fn open_ctl(ifname: &str) -> Result<ControlPlane, XdpError> {
+    let name = ifname.to_string();
+    ControlPlane::open(ifname).map_err(|e| match e {
+        NetlinkError::NoSuchLink(_) => XdpError::NoInterface(name),
+        NetlinkError::Io(e) => XdpError::Io(name, "reading the interface", e),
+        e => XdpError::Io(name, "reading the interface", io::Error::other(e)),
+    })
+}
+
 /// The kernel objects of the steering: maps, program, link.
 struct Steering {
     flows: Map,
@@ -181,11 +191,7 @@ impl XdpNic {
     /// driver has it, else generic).
     pub fn open_mode(ifname: &str, force: Option<XdpMode>) -> Result<XdpNic, XdpError> {
         let name = ifname.to_string();
-        let ctl = ControlPlane::open(ifname).map_err(|e| match e {
-            NetlinkError::NoSuchLink(_) => XdpError::NoInterface(name.clone()),
-            NetlinkError::Io(e) => XdpError::Io(name.clone(), "reading the interface", e),
-            e => XdpError::Io(name.clone(), "reading the interface", io::Error::other(e)),
-        })?;
+        let ctl = open_ctl(ifname)?;
         let queues = match queue_count(ifname) {
             Ok(n) => n,
             Err(e) => {
@@ -294,11 +300,7 @@ impl XdpNic {
                 io::Error::other(format!("{} fds published, at least 4 needed", fds.len())),
             ));
         }
-        let ctl = ControlPlane::open(ifname).map_err(|e| match e {
-            NetlinkError::NoSuchLink(_) => XdpError::NoInterface(name.clone()),
-            NetlinkError::Io(e) => XdpError::Io(name.clone(), "reading the interface", e),
-            e => XdpError::Io(name.clone(), "reading the interface", io::Error::other(e)),
-        })?;
+        let ctl = open_ctl(ifname)?;
         let mut fds = fds.into_iter();
         let mut next = || fds.next().expect("length checked");
         let link = Link::from_fd(next());

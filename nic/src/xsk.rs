@@ -272,6 +272,26 @@ pub struct Xsk {
     zerocopy: bool,
 }
 
+/// The four rings of a socket, as (fill, completion, RX, TX).
+type Rings = (Ring<u64>, Ring<u64>, Ring<Desc>, Ring<Desc>);
+
+/// Maps the rings the kernel set up for socket `s` (the ring sizes must be
+/// the ones it was given).
+fn map_rings(s: RawFd, sizes: RingSizes) -> io::Result<Rings> {
+    let off: MmapOffsets = sockopt::get(s, SOL_XDP, opt::MMAP_OFFSETS)?;
+    Ok((
+        Ring::map(s, &off.fr, sizes.fill, pgoff::FILL_RING)?,
+        Ring::map(s, &off.cr, sizes.completion, pgoff::COMPLETION_RING)?,
+        Ring::map(s, &off.rx, sizes.rx, pgoff::RX_RING)?,
+        Ring::map(s, &off.tx, sizes.tx, pgoff::TX_RING)?,
+    ))
+}
+
+/// Whether socket `s` was bound in zero-copy mode.
+fn is_zerocopy(s: RawFd) -> bool {
+    sockopt::get::<u32>(s, SOL_XDP, opt::OPTIONS).is_ok_and(|o| o & OPTIONS_ZEROCOPY != 0)
+}
+
 impl Xsk {
     /// Opens a socket for `queue` of `ifindex`. The first socket of a UMEM
     /// (`shared` None) registers `umem` (start, length; chunks of
@@ -310,11 +330,7 @@ impl Xsk {
         sockopt::set(s, SOL_XDP, opt::UMEM_COMPLETION_RING, &sizes.completion)?;
         sockopt::set(s, SOL_XDP, opt::RX_RING, &sizes.rx)?;
         sockopt::set(s, SOL_XDP, opt::TX_RING, &sizes.tx)?;
-        let off: MmapOffsets = sockopt::get(s, SOL_XDP, opt::MMAP_OFFSETS)?;
-        let fill = Ring::map(s, &off.fr, sizes.fill, pgoff::FILL_RING)?;
-        let comp = Ring::map(s, &off.cr, sizes.completion, pgoff::COMPLETION_RING)?;
-        let rx = Ring::map(s, &off.rx, sizes.rx, pgoff::RX_RING)?;
-        let tx = Ring::map(s, &off.tx, sizes.tx, pgoff::TX_RING)?;
+        let (fill, comp, rx, tx) = map_rings(s, sizes)?;
         let mut bind_flags = flags;
         if shared.is_some() {
             // The kernel takes no other flag with SHARED_UMEM: the
@@ -339,8 +355,7 @@ impl Xsk {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        let zerocopy =
-            sockopt::get::<u32>(s, SOL_XDP, opt::OPTIONS).is_ok_and(|o| o & OPTIONS_ZEROCOPY != 0);
+        let zerocopy = is_zerocopy(s);
         Ok(Xsk {
             fd,
             fill,
@@ -358,13 +373,8 @@ impl Xsk {
     /// from the rings themselves).
     pub fn adopt(fd: OwnedFd, queue: u32, sizes: RingSizes) -> io::Result<Xsk> {
         let s = fd.as_raw_fd();
-        let off: MmapOffsets = sockopt::get(s, SOL_XDP, opt::MMAP_OFFSETS)?;
-        let fill = Ring::map(s, &off.fr, sizes.fill, pgoff::FILL_RING)?;
-        let comp = Ring::map(s, &off.cr, sizes.completion, pgoff::COMPLETION_RING)?;
-        let rx = Ring::map(s, &off.rx, sizes.rx, pgoff::RX_RING)?;
-        let tx = Ring::map(s, &off.tx, sizes.tx, pgoff::TX_RING)?;
-        let zerocopy =
-            sockopt::get::<u32>(s, SOL_XDP, opt::OPTIONS).is_ok_and(|o| o & OPTIONS_ZEROCOPY != 0);
+        let (fill, comp, rx, tx) = map_rings(s, sizes)?;
+        let zerocopy = is_zerocopy(s);
         Ok(Xsk {
             fd,
             fill,
