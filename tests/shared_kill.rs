@@ -153,6 +153,20 @@ fn members_killed_at_random_moments_leave_the_others_working() {
     }
     let pid = std::process::id();
     let stack = format!("kill{pid}");
+    // A wedged stack would block a read below for ever: fail instead.
+    let watched = stack.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(240));
+        let o = support::stackdump::stackdump(&["lots", &watched]);
+        eprintln!(
+            "no verdict after 240 s (a wedged stack?):\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &format!("rbypass-kill-.*-{pid}")])
+            .status();
+        std::process::exit(1);
+    });
     let dir = std::env::temp_dir();
     let (server_py, client_py, victim_py) = (
         dir.join(format!("rbypass-kill-server-{pid}.py")),

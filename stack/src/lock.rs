@@ -6,9 +6,12 @@
 //! the holder picks that work up before it releases. This is Onload's design:
 //! the data path never blocks behind another thread's poll.
 //!
-//! Word bits: [`LOCKED`], [`WAITERS`], and the deferred-work bits in
-//! [`WORK_MASK`]. The holder's tid and pid are recorded beside the word so a
-//! later crash-recovery pass can tell a dead owner.
+//! Word bits: [`LOCKED`], [`WAITERS`], the deferred-work bits in
+//! [`WORK_MASK`], and the holder's pid above [`PID_SHIFT`]: taking the lock
+//! and recording who took it are one atomic step, so a process killed at
+//! any instant leaves either a free lock or one naming it, which a waiter
+//! takes over once that process is gone. The holder's tid is recorded
+//! beside the word for stackdump.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -17,7 +20,16 @@ pub const LOCKED: u32 = 1 << 0;
 /// Someone sleeps in futex_wait on the word.
 pub const WAITERS: u32 = 1 << 1;
 /// Bits available for deferred work.
-pub const WORK_MASK: u32 = !(LOCKED | WAITERS);
+pub const WORK_MASK: u32 = 0xfc;
+/// The holder's pid is stored in the word from this bit up (24 bits: any
+/// pid up to Linux's pid_max limit of 2^22).
+pub const PID_SHIFT: u32 = 8;
+/// The pid field of the word.
+pub const PID_MASK: u32 = !0xff;
+
+fn pid_bits(pid: u32) -> u32 {
+    pid << PID_SHIFT
+}
 
 /// Deferred work: frames wait in the TX queue; the holder should push them to the NIC.
 pub const WORK_TX: u32 = 1 << 2;
@@ -48,7 +60,6 @@ pub enum LockOrPost {
 pub struct StackLock {
     word: AtomicU32,
     owner_tid: AtomicU32,
-    owner_pid: AtomicU32,
     _pad: u32,
     /// Times a thread found the lock taken (for stackdump).
     pub contended: AtomicU64,
@@ -137,7 +148,6 @@ impl StackLock {
         StackLock {
             word: AtomicU32::new(0),
             owner_tid: AtomicU32::new(0),
-            owner_pid: AtomicU32::new(0),
             _pad: 0,
             contended: AtomicU64::new(0),
             recovered: AtomicU64::new(0),
@@ -145,16 +155,19 @@ impl StackLock {
     }
 
     fn set_owner(&self) {
-        let (tid, pid) = thread_ids();
-        self.owner_tid.store(tid, Ordering::Relaxed);
-        self.owner_pid.store(pid, Ordering::Relaxed);
+        self.owner_tid.store(thread_ids().0, Ordering::Relaxed);
+    }
+
+    /// The word's bits for this process holding the lock.
+    fn held_by_me() -> u32 {
+        LOCKED | pid_bits(thread_ids().1)
     }
 
     /// Takes the lock if it is free.
     pub fn try_lock(&self) -> bool {
         let ok = self
             .word
-            .compare_exchange(0, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(0, Self::held_by_me(), Ordering::Acquire, Ordering::Relaxed)
             .is_ok();
         if ok {
             self.set_owner();
@@ -188,7 +201,7 @@ impl StackLock {
                     .word
                     .compare_exchange(
                         w,
-                        w | LOCKED | WAITERS,
+                        w | Self::held_by_me() | WAITERS,
                         Ordering::Acquire,
                         Ordering::Relaxed,
                     )
@@ -219,32 +232,32 @@ impl StackLock {
         // (a raw fork runs no handler that would refresh it).
         let (tid, pid) = unsafe { (libc::gettid() as u32, libc::getpid() as u32) };
         self.owner_tid.store(tid, Ordering::Relaxed);
-        self.owner_pid.store(pid, Ordering::Relaxed);
         FORK_GEN.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| {
+                Some((w & !PID_MASK) | pid_bits(pid))
+            });
     }
 
     /// If the lock is held by a process that no longer exists, makes the
     /// caller its holder (one caller wins: the pid is swapped atomically).
     fn take_from_dead_owner(&self) -> bool {
         let w = self.word.load(Ordering::Acquire);
-        let pid = self.owner_pid.load(Ordering::Acquire);
+        let pid = w >> PID_SHIFT;
         if w & LOCKED == 0 || pid == 0 || !dead(pid) {
             return false;
         }
-        let (tid, me) = thread_ids();
+        // One waiter wins: the word changes from naming the dead to naming us.
+        let mine = (w & !PID_MASK) | Self::held_by_me();
         if self
-            .owner_pid
-            .compare_exchange(pid, me, Ordering::AcqRel, Ordering::Relaxed)
+            .word
+            .compare_exchange(w, mine, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
             return false;
         }
-        self.owner_tid.store(tid, Ordering::Relaxed);
-        if self.word.load(Ordering::Acquire) & LOCKED == 0 {
-            // Released meanwhile (cannot be by the dead): take it normally.
-            self.owner_pid.store(0, Ordering::Relaxed);
-            return false;
-        }
+        self.set_owner();
         self.recovered.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -257,7 +270,12 @@ impl StackLock {
             if w & LOCKED == 0 {
                 if self
                     .word
-                    .compare_exchange(w, w | LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(
+                        w,
+                        w | Self::held_by_me(),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
                 {
                     self.set_owner();
@@ -292,7 +310,6 @@ impl StackLock {
                 continue;
             }
             self.owner_tid.store(0, Ordering::Relaxed);
-            self.owner_pid.store(0, Ordering::Relaxed);
             if self
                 .word
                 .compare_exchange(w, 0, Ordering::Release, Ordering::Relaxed)
@@ -303,7 +320,7 @@ impl StackLock {
                 }
                 return 0;
             }
-            self.set_owner();
+            self.owner_tid.store(thread_ids().0, Ordering::Relaxed);
         }
     }
 
@@ -317,9 +334,14 @@ impl StackLock {
         self.owner_tid.load(Ordering::Relaxed)
     }
 
-    /// Process id of the holder, 0 if none.
+    /// Process id of the holder, 0 if none (read from the lock word).
     pub fn owner_pid(&self) -> u32 {
-        self.owner_pid.load(Ordering::Relaxed)
+        let w = self.word.load(Ordering::Relaxed);
+        if w & LOCKED == 0 {
+            0
+        } else {
+            w >> PID_SHIFT
+        }
     }
 }
 

@@ -23,6 +23,10 @@ pub struct Repair {
     pub queues_cut: u32,
     /// Queues whose length field disagreed with their links.
     pub counts_fixed: u32,
+    /// Seqlocks (the published state, socket identities) left odd by a
+    /// writer that died: closed, so readers stop waiting for it (counted
+    /// by the caller of [`Core::close_seqlocks`]).
+    pub seqlocks_closed: u32,
 }
 
 impl Core<'_> {
@@ -103,6 +107,24 @@ impl Core<'_> {
         let after = node_used.iter().filter(|u| !**u).count() as u32;
         r.qnodes_freed = after.saturating_sub(before);
         r
+    }
+
+    /// Makes every seqlock generation even again (a writer died between
+    /// its two increments); returns how many were odd.
+    pub fn close_seqlocks(&mut self) -> u32 {
+        use std::sync::atomic::Ordering;
+        let mut n = 0;
+        if self.hdr.pub_gen.load(Ordering::Acquire) & 1 == 1 {
+            self.hdr.pub_gen.fetch_add(1, Ordering::AcqRel);
+            n += 1;
+        }
+        for s in self.sockets.iter() {
+            if s.gen.load(Ordering::Acquire) & 1 == 1 {
+                s.gen.fetch_add(1, Ordering::AcqRel);
+                n += 1;
+            }
+        }
+        n
     }
 
     fn count_free_qnodes(&self) -> u32 {
@@ -208,6 +230,13 @@ mod tests {
             super::Repair::default(),
             "nothing left to fix"
         );
+        // A writer that died inside a seqlock left it odd: closed again.
+        c.sockets[0].begin_change();
+        c.hdr
+            .pub_gen
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        assert_eq!(c.close_seqlocks(), 2);
+        assert_eq!(c.close_seqlocks(), 0);
         // On a device the count is reported and nothing changes.
         let _ = c.pool.alloc().unwrap();
         let before = c.free_buffers();

@@ -153,11 +153,15 @@ impl Stack {
         if how == crate::lock::Acquired::FromDeadOwner {
             // A process died inside the stack: its critical section may be
             // half done. Say so, and check the tables it could have left.
+            // Before anything reads the published state: a writer that died
+            // mid-update left its seqlock odd, and readers would wait forever.
+            let closed = core.close_seqlocks();
             core.reap_dead_processes(crate::clock::now_ns());
             // AF_XDP rings hold pool buffers the stack cannot see (other
             // devices copy frames in and out under the lock).
             let on_device = self.snapshot().nic_desc().starts_with("xdp:");
-            let r = core.repair_pool(on_device);
+            let mut r = core.repair_pool(on_device);
+            r.seqlocks_closed = closed;
             if r != crate::repair::Repair::default() {
                 tracing::warn!(
                     "stack {}: after a process died in it: {r:?}{}",
