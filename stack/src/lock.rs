@@ -128,11 +128,10 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
     }
 }
 
-/// Whether process `pid` is gone (killed while it held the lock).
+/// Whether process `pid` is gone (killed while it held the lock); a
+/// zombie is gone too, though its parent has not reaped it yet.
 fn dead(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    !crate::procs::is_alive(pid, 0)
 }
 
 fn futex_wake(word: &AtomicU32, n: i32) {
@@ -405,6 +404,9 @@ mod tests {
         unsafe { l.write(StackLock::new()) };
         // SAFETY: as above; lives until the munmap at the end.
         let l = unsafe { &*l };
+        // The ids' one-time setup (a Once, pthread_atfork) happens here: in
+        // a child forked while another test thread ran it, it would block.
+        let _ = thread_ids();
         // SAFETY: the child only takes the lock and exits.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);

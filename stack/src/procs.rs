@@ -92,6 +92,11 @@ pub enum ProcError {
 /// Reads the start time of `pid` from /proc without allocating; None if
 /// the process does not exist (or /proc cannot be read).
 pub fn start_time_of(pid: u32) -> Option<u64> {
+    stat_of(pid).map(|(_, t)| t)
+}
+
+/// (state letter, start time) of `pid` from /proc, without allocating.
+fn stat_of(pid: u32) -> Option<(u8, u64)> {
     let mut path = [0u8; 32];
     let prefix = b"/proc/";
     path[..prefix.len()].copy_from_slice(prefix);
@@ -109,7 +114,14 @@ pub fn start_time_of(pid: u32) -> Option<u64> {
     // SAFETY: closes the fd opened above.
     unsafe { libc::close(fd) };
     let len = usize::try_from(len).ok()?;
-    parse_start_time(&buf[..len])
+    let stat = &buf[..len];
+    Some((parse_state(stat)?, parse_start_time(stat)?))
+}
+
+/// Field 3 of a `/proc/PID/stat` line: R, S, D, Z (zombie), X (dead)...
+fn parse_state(stat: &[u8]) -> Option<u8> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat[close + 1..].iter().copied().find(|b| *b != b' ')
 }
 
 /// Field 22 of a `/proc/PID/stat` line. The command name (field 2) may
@@ -150,13 +162,16 @@ fn write_u32(out: &mut [u8], mut v: u32) -> usize {
     n
 }
 
-/// Whether `pid` runs and is the process that started at `start_time`.
+/// Whether `pid` runs and is the process that started at `start_time`
+/// (0: any). A zombie does not run: the kernel closed its files already,
+/// and its parent may take its time to reap it.
 pub fn is_alive(pid: u32, start_time: u64) -> bool {
     if pid == 0 {
         return false;
     }
-    match start_time_of(pid) {
-        Some(t) => start_time == 0 || t == start_time,
+    match stat_of(pid) {
+        Some((b'Z' | b'X', _)) => false,
+        Some((_, t)) => start_time == 0 || t == start_time,
         None => {
             // /proc may be hidden from us (hidepid): ask the kernel directly.
             // SAFETY: signal 0 only checks that the process exists.
@@ -400,7 +415,29 @@ mod tests {
             b"123 (a b) c)) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 ".to_vec();
         line.extend_from_slice(b"98765 1000 10 18446744073709551615\n");
         assert_eq!(parse_start_time(&line), Some(98765));
+        assert_eq!(parse_state(&line), Some(b'S'));
         assert_eq!(parse_start_time(b"123 (x) S 1"), None);
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        // SAFETY: the child only exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(0) };
+        }
+        // Not reaped yet: a zombie until the waitpid below.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while stat_of(pid as u32).map(|s| s.0) != Some(b'Z') {
+            assert!(std::time::Instant::now() < deadline, "no zombie");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!is_alive(pid as u32, 0));
+        let mut st = 0;
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
     }
 
     #[test]
