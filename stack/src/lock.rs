@@ -110,22 +110,25 @@ fn thread_ids() -> (u32, u32) {
 /// How long a waiter sleeps before it looks whether the holder still lives.
 const OWNER_CHECK_NS: i64 = 50_000_000;
 
-fn futex_wait(word: &AtomicU32, expected: u32) {
+/// Sleeps while `word` holds `expected`, at most [`OWNER_CHECK_NS`];
+/// returns whether the whole time passed (the holder kept the lock).
+fn futex_wait(word: &AtomicU32, expected: u32) -> bool {
     let ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: OWNER_CHECK_NS,
     };
     // SAFETY: the futex word is a valid, aligned u32 for the life of the mapping;
     // a shared (not PRIVATE) futex works across processes mapping the same file.
-    unsafe {
+    let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT,
             expected,
             &ts as *const libc::timespec,
-        );
-    }
+        )
+    };
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT)
 }
 
 /// Whether process `pid` is gone (killed while it held the lock); a
@@ -189,8 +192,11 @@ impl StackLock {
                 return Acquired::Normally;
             }
         }
+        // Whether the holder is alive is looked at (in /proc) only after a
+        // full wait without a release: not on every wakeup of a busy lock.
+        let mut waited_out = false;
         loop {
-            if self.take_from_dead_owner() {
+            if waited_out && self.take_from_dead_owner() {
                 return Acquired::FromDeadOwner;
             }
             let w = self.word.load(Ordering::Relaxed);
@@ -219,7 +225,7 @@ impl StackLock {
             {
                 continue;
             }
-            futex_wait(&self.word, w | WAITERS);
+            waited_out = futex_wait(&self.word, w | WAITERS);
         }
     }
 
