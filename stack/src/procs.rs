@@ -163,14 +163,15 @@ fn write_u32(out: &mut [u8], mut v: u32) -> usize {
 }
 
 /// Whether `pid` runs and is the process that started at `start_time`
-/// (0: any). A zombie does not run: the kernel closed its files already,
-/// and its parent may take its time to reap it.
+/// (0: any). A zombie counts as alive until it is reaped: /proc shows a
+/// live process whose main thread has exited as a zombie too, and taking
+/// its lock or closing its sockets would break it.
 pub fn is_alive(pid: u32, start_time: u64) -> bool {
     if pid == 0 {
         return false;
     }
     match stat_of(pid) {
-        Some((b'Z' | b'X', _)) => false,
+        Some((b'X', _)) => false,
         Some((_, t)) => start_time == 0 || t == start_time,
         None => {
             // /proc may be hidden from us (hidepid): ask the kernel directly.
@@ -420,24 +421,32 @@ mod tests {
     }
 
     #[test]
-    fn a_zombie_is_not_alive() {
-        // SAFETY: the child only exits.
+    fn a_process_whose_main_thread_exited_is_alive() {
+        // SAFETY: the child only starts a thread, ends its main thread and
+        // exits from the other one later.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            // SAFETY: _exit is async-signal-safe.
-            unsafe { libc::_exit(0) };
+            extern "C" fn later(_: *mut libc::c_void) -> *mut libc::c_void {
+                // SAFETY: sleeping and exiting are async-signal-safe.
+                unsafe {
+                    libc::usleep(300_000);
+                    libc::_exit(0)
+                }
+            }
+            let mut t: libc::pthread_t = 0;
+            // SAFETY: a C-ABI thread function; main then ends its own thread only.
+            unsafe {
+                libc::pthread_create(&mut t, std::ptr::null(), later, std::ptr::null_mut());
+                libc::pthread_exit(std::ptr::null_mut());
+            }
         }
-        // Not reaped yet: a zombie until the waitpid below.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while stat_of(pid as u32).map(|s| s.0) != Some(b'Z') {
-            assert!(std::time::Instant::now() < deadline, "no zombie");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert!(!is_alive(pid as u32, 0));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(is_alive(pid as u32, 0), "its other thread still runs");
         let mut st = 0;
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(pid, &mut st, 0) };
+        assert!(!is_alive(pid as u32, 0));
     }
 
     #[test]
