@@ -35,7 +35,8 @@
 #   cloud-amd64 (no igb driver: --link is skipped)), VFIO_CMDLINE (extra guest
 #   kernel arguments), VFIO_CACHE (default target/vfio-cache),
 #   VFIO_PEER_CMD (replace the default peer, see below), VFIO_REFRESH=1
-#   (re-download the kernel and busybox).
+#   (re-download the kernel and busybox), VFIO_LOGDIR (default
+#   target/vfio-cache/last; give each of several concurrent runs its own).
 #
 # What it installs (as root, apt, non-interactive, only when missing):
 #   qemu-system-x86 >= 8 (-device igb); on bookworm that is bookworm-backports
@@ -285,7 +286,7 @@ if [ $LINK = 1 ] && [ ! -s "$KDIR/igb.modules" ]; then
 fi
 
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/rbypass-vfio.XXXXXX")
-LAST=$CACHE/last
+LAST=${VFIO_LOGDIR:-$CACHE/last}
 rm -rf "$LAST"
 mkdir -p "$LAST"
 PEER_PID=
