@@ -23,6 +23,7 @@ pub mod share;
 mod sockopt;
 pub mod spec;
 pub mod tap;
+pub mod vfio;
 pub mod xdp;
 pub mod xsk;
 
