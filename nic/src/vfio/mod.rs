@@ -9,16 +9,20 @@
 //! - [`dma`]: page-aligned memory for descriptor rings, and the IOVA plan;
 //! - [`igb_regs`]: the Intel 82576 (igb) registers, bit fields and
 //!   advanced descriptor layouts, all in one place;
+//! - [`igb`]: the bring-up, one function per step (reset, ownership, MAC,
+//!   filters, RX/TX enable, PHY link through MDIC, MSI-X routing, stats);
 //! - [`ring`]: the RX and TX descriptor-ring logic over a [`ring::Regs`]
 //!   register interface, so the same code drives real MMIO ([`device::Bar`])
 //!   and the simulated device;
 //! - [`sim`]: a simulated igb for tests and benchmarks.
 //!
-//! Not here yet: the igb init sequence (reset, PHY link via MDIC, RX/TX
-//! enable), MSI-X through a VFIO eventfd, and the [`crate::Nic`] backend.
+//! Not here yet: the [`crate::Nic`] backend that puts these together on a
+//! real device (BAR0 mapped, packet memory DMA-mapped, MSI-X eventfd as the
+//! wait fd) and the `vfio:BDF` spec.
 
 pub mod device;
 pub mod dma;
+pub mod igb;
 pub mod igb_regs;
 pub mod ring;
 pub mod sim;

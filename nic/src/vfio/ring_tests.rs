@@ -437,3 +437,38 @@ fn device_reset_stops_the_queues() {
     g.rx.release_all(&mut c.pool);
     assert_eq!(c.pool.free_count(), start);
 }
+
+#[test]
+fn full_bring_up_then_traffic_and_statistics() {
+    use super::igb;
+    let no_sleep = |_: std::time::Duration| {};
+    let mut g = rig("up", 512, 64, 64);
+    let mac = igb::init(&g.sim, &no_sleep).unwrap();
+    assert_eq!(mac, super::sim::DEFAULT_MAC);
+    // The reset wiped the queues: program them again, as the driver would.
+    g.rx.configure(&g.sim);
+    g.tx.configure(&g.sim);
+    igb::wait_queue_enabled(&g.sim, &no_sleep, 0, true).unwrap();
+    igb::wait_queue_enabled(&g.sim, &no_sleep, 0, false).unwrap();
+    let mut c = g.stack.lock();
+    let start = c.pool.free_count();
+    g.rx.refill_and_kick(&g.sim, &mut c.pool);
+    for s in 0..10 {
+        g.sim.inject(&frame(s, 100));
+    }
+    let mut out = [BufId(0); 16];
+    let n = g.rx.receive(&mut c.pool, &mut out);
+    assert_eq!(n, 10);
+    let (taken, tail) = g.tx.transmit(&mut c.pool, &out[..n]);
+    assert_eq!(taken, 10);
+    g.tx.kick(&g.sim, tail.unwrap());
+    assert_eq!(g.tx.reclaim(&mut c.pool), 10);
+    let mut st = igb::Stats::default();
+    st.update(&g.sim);
+    assert_eq!((st.rx_frames, st.rx_bytes), (10, 1000));
+    assert_eq!((st.tx_frames, st.tx_bytes), (10, 1000));
+    st.update(&g.sim);
+    assert_eq!(st.rx_frames, 10, "registers cleared on read: nothing added");
+    g.rx.release_all(&mut c.pool);
+    assert_eq!(c.pool.free_count(), start, "no buffer leaked");
+}

@@ -10,7 +10,10 @@
 //! read; a frame with no descriptor free waits in a small FIFO (the on-chip
 //! packet buffer) and is dropped and counted in MPC when that is full.
 //!
-//! Not modelled: link, interrupts, filters (every frame is accepted), RSS
+//! Also: CTRL.RST (registers back to defaults, MAC reloaded from the
+//! simulated NVM), PHY access through MDIC, link up once CTRL.SLU is set.
+//!
+//! Not modelled: interrupts, filters (every frame is accepted), RSS
 //! (frames arrive on queue 0), offloads, descriptor write-back batching.
 
 use std::cell::RefCell;
@@ -25,6 +28,8 @@ const BAR_LEN: usize = 128 << 10;
 const QUEUES: u32 = 16;
 /// Frames the simulated on-chip RX buffer holds while no descriptor is free.
 pub const RX_FIFO_FRAMES: usize = 64;
+/// The MAC address a new simulated device has in its NVM.
+pub const DEFAULT_MAC: [u8; 6] = [0x02, 0x1b, 0x21, 0x00, 0x00, 0x01];
 
 /// One DMA mapping of the simulated IOMMU.
 struct Mapping {
@@ -45,6 +50,14 @@ struct State {
     sent: Vec<Vec<u8>>,
     sent_count: u64,
     dma_faults: u64,
+    /// The MAC address in the simulated NVM (loaded into RAL0/RAH0 at reset).
+    mac: [u8; 6],
+    /// The PHY's MII registers, reached through MDIC.
+    phy: [u16; 32],
+    /// Whether a cable is plugged in (the link comes up once CTRL.SLU is set).
+    cable: bool,
+    /// A fault to inject: CTRL.RST never clears.
+    stuck_reset: bool,
 }
 
 /// The simulated device. Register access goes through [`Regs`].
@@ -59,11 +72,12 @@ impl Default for SimIgb {
 }
 
 impl SimIgb {
-    /// A device after reset, link up at 1000 Mb/s full duplex.
+    /// A device after reset, a cable plugged in (the link comes up at
+    /// 1000 Mb/s full duplex once the driver sets CTRL.SLU), MAC
+    /// [`DEFAULT_MAC`] in its NVM.
     pub fn new() -> SimIgb {
-        let mut regs = vec![0u32; BAR_LEN / 4];
-        regs[(r::STATUS / 4) as usize] = r::status::LU | r::status::FD | r::status::SPEED_1000;
-        SimIgb {
+        let regs = vec![0u32; BAR_LEN / 4];
+        let sim = SimIgb {
             st: RefCell::new(State {
                 regs,
                 maps: Vec::new(),
@@ -75,8 +89,14 @@ impl SimIgb {
                 sent: Vec::new(),
                 sent_count: 0,
                 dma_faults: 0,
+                mac: DEFAULT_MAC,
+                phy: [0; 32],
+                cable: true,
+                stuck_reset: false,
             }),
-        }
+        };
+        sim.st.borrow_mut().reset();
+        sim
     }
 
     /// Lets the device reach `len` bytes at `ptr` as `iova` (what
@@ -144,6 +164,21 @@ impl SimIgb {
         self.st.borrow().sent_count
     }
 
+    /// Plugs or unplugs the cable.
+    pub fn set_cable(&self, plugged: bool) {
+        self.st.borrow_mut().cable = plugged;
+    }
+
+    /// Makes CTRL.RST stick (a device that never finishes its reset).
+    pub fn set_stuck_reset(&self, on: bool) {
+        self.st.borrow_mut().stuck_reset = on;
+    }
+
+    /// A PHY register as the device has it.
+    pub fn phy_reg(&self, reg: u32) -> u16 {
+        self.st.borrow().phy[(reg & 31) as usize]
+    }
+
     /// DMA to addresses no mapping covers (a real IOMMU would fault).
     pub fn dma_faults(&self) -> u64 {
         self.st.borrow().dma_faults
@@ -157,6 +192,9 @@ impl Regs for SimIgb {
         let Some(&v) = st.regs.get(i) else {
             return !0;
         };
+        if off == r::STATUS {
+            return st.status();
+        }
         if (r::stats::CRCERRS..0x4100).contains(&off) || off == r::EICR || off == r::ICR {
             st.regs[i] = 0;
         }
@@ -171,7 +209,13 @@ impl Regs for SimIgb {
         }
         st.regs[i] = v;
         if off == r::CTRL && v & r::ctrl::RST != 0 {
-            st.reset();
+            if !st.stuck_reset {
+                st.reset();
+            }
+            return;
+        }
+        if off == r::MDIC {
+            st.mdic(v);
             return;
         }
         if let Some(q) = (0..QUEUES).find(|&q| r::rdt(q) == off) {
@@ -206,15 +250,62 @@ impl State {
         self.set(lo + 4, (v >> 32) as u32);
     }
 
-    /// CTRL.RST: registers to their defaults, queues stopped, FIFOs emptied.
+    /// CTRL.RST: registers to their defaults, queues stopped, FIFOs
+    /// emptied; the NVM auto-read loads the MAC into RAL0/RAH0.
     fn reset(&mut self) {
         self.regs.fill(0);
-        self.set(
-            r::STATUS,
-            r::status::LU | r::status::FD | r::status::SPEED_1000,
-        );
         self.rx_fifo.clear();
         self.tx_frame.clear();
+        let m = self.mac;
+        self.set(r::EEC, r::eec::AUTO_RD);
+        self.set(r::ral(0), u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
+        self.set(
+            r::rah(0),
+            u32::from(u16::from_le_bytes([m[4], m[5]])) | r::rah::AV,
+        );
+        self.phy = [0; 32];
+        self.phy[r::phy::BMCR as usize] = r::phy::BMCR_ANENABLE;
+    }
+
+    /// STATUS as read: link up at 1000 full duplex with a cable and CTRL.SLU.
+    fn status(&self) -> u32 {
+        if self.cable && self.reg(r::CTRL) & r::ctrl::SLU != 0 {
+            r::status::LU | r::status::FD | r::status::SPEED_1000
+        } else {
+            0
+        }
+    }
+
+    /// An MDIC write: a PHY register read or write, done at once.
+    fn mdic(&mut self, v: u32) {
+        let phyadd = (v >> r::mdic::PHYADD_SHIFT) & 0x1f;
+        let reg = ((v >> r::mdic::REGADD_SHIFT) & 0x1f) as usize;
+        if phyadd != r::mdic::INTERNAL_PHY {
+            self.set(r::MDIC, v | r::mdic::READY | r::mdic::ERROR);
+            return;
+        }
+        let data = if v & r::mdic::OP_WRITE != 0 {
+            // BMCR reset and restart self-clear at once here.
+            let w = (v & r::mdic::DATA_MASK) as u16;
+            self.phy[reg] = if reg == r::phy::BMCR as usize {
+                w & !(r::phy::BMCR_RESET | r::phy::BMCR_ANRESTART)
+            } else {
+                w
+            };
+            w
+        } else if reg == r::phy::BMSR as usize {
+            if self.cable {
+                r::phy::BMSR_LSTATUS | r::phy::BMSR_ANEGCOMPLETE
+            } else {
+                0
+            }
+        } else {
+            self.phy[reg]
+        };
+        self.set(
+            r::MDIC,
+            (v & !r::mdic::DATA_MASK) | u32::from(data) | r::mdic::READY,
+        );
     }
 
     /// The host memory behind `len` bytes at `iova`, if one mapping covers it.
